@@ -1,0 +1,119 @@
+#pragma once
+// The workflow model: what a workflow file says, after parsing and
+// validation, independent of YAML. Commands still hold their ${{ }}
+// templates; core/plan resolves them when a run starts.
+
+#include "core/clock.hpp"
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace kiln::core {
+
+/// 1-based; 0 means unknown.
+struct SourceLocation {
+  int line = 0;
+  int column = 0;
+};
+
+enum class StepKind { task, train, evaluate, predict };
+std::string_view to_string(StepKind kind);
+
+enum class ParamType { string, integer, floating, boolean };
+std::string_view to_string(ParamType type);
+
+struct Param {
+  std::string name;
+  ParamType type = ParamType::string;
+  /// Canonical text of the value in force (default or override): integers
+  /// in decimal, floats as written or shortest round-trip, booleans true/false.
+  std::string value;
+  std::string description;
+  SourceLocation location;
+};
+
+using EnvVars = std::vector<std::pair<std::string, std::string>>;
+
+enum class Backoff { fixed, exponential };
+
+struct RetryPolicy {
+  /// Retries after the first attempt: limit 2 means at most 3 attempts.
+  int limit = 0;
+  Backoff backoff = Backoff::fixed;
+  Millis delay{1000};
+  Millis max_delay{300000};
+  bool jitter = false;
+  /// Which outcomes are retried: any non-zero exit or death by signal,
+  /// a timeout, or only the listed exit codes.
+  bool on_failure = true;
+  bool on_timeout = true;
+  std::vector<int> exit_codes;
+};
+
+struct Command {
+  enum class Form { shell, exec };
+  Form form = Form::shell;
+  /// Form::shell: run as /bin/sh -c script.
+  std::string script;
+  /// Form::exec: run directly, argv[0] looked up on PATH.
+  std::vector<std::string> argv;
+  SourceLocation location;
+};
+
+struct StepOutput {
+  /// Empty for outputs given as a list.
+  std::string name;
+  std::string path;
+};
+
+struct Resources {
+  int cpus = 1;
+};
+
+struct Step {
+  std::string id;
+  StepKind kind = StepKind::task;
+  std::string description;
+  std::vector<std::string> needs;
+  Command run;
+  /// Relative to the workflow file's directory unless absolute.
+  std::string workdir = ".";
+  EnvVars env;
+  std::vector<StepOutput> outputs;
+  /// evaluate: the metrics file the step writes.
+  std::string metrics;
+  /// predict: id of the train step whose model it consumes.
+  std::string model;
+  std::optional<Millis> timeout;
+  /// After a timeout, how long SIGTERM has before SIGKILL.
+  Millis kill_after{10000};
+  RetryPolicy retries;
+  Resources resources;
+  SourceLocation location;
+
+  /// The path of the output named `name`, or nullptr.
+  const StepOutput* output(std::string_view name) const;
+};
+
+struct Workflow {
+  std::string name;
+  std::string description;
+  /// The file as given on the command line, and its absolute directory.
+  std::string file;
+  std::string directory;
+  /// The file's bytes and their SHA-256, hex.
+  std::string content;
+  std::string content_hash;
+  std::vector<Param> params;
+  EnvVars env;
+  /// In file order.
+  std::vector<Step> steps;
+
+  const Step* step(std::string_view id) const;
+  const Param* param(std::string_view name) const;
+};
+
+} // namespace kiln::core
