@@ -1,0 +1,234 @@
+#include "core/plan.hpp"
+
+#include "core/graph.hpp"
+#include "core/template.hpp"
+
+#include <algorithm>
+#include <filesystem>
+#include <unordered_map>
+
+namespace kiln::core {
+
+namespace {
+
+std::string_view env_name(std::string_view entry) {
+  return entry.substr(0, entry.find('='));
+}
+
+std::optional<std::string> lookup(const std::vector<std::string>& env, std::string_view name) {
+  // Last definition wins, as in the environment we build.
+  for (auto it = env.rbegin(); it != env.rend(); ++it) {
+    if (env_name(*it) == name && it->size() > name.size()) {
+      return it->substr(name.size() + 1);
+    }
+  }
+  return std::nullopt;
+}
+
+std::string absolute_dir(const std::string& base, const std::string& dir) {
+  std::filesystem::path p(dir);
+  if (p.is_relative()) {
+    p = std::filesystem::path(base) / p;
+  }
+  return p.lexically_normal().string();
+}
+
+} // namespace
+
+std::string shell_quote(std::string_view value) {
+  const bool plain = !value.empty() && std::all_of(value.begin(), value.end(), [](unsigned char c) {
+    return std::isalnum(c) || std::string_view("@%+=:,./-_").find(static_cast<char>(c)) != std::string_view::npos;
+  });
+  if (plain) {
+    return std::string(value);
+  }
+  std::string out = "'";
+  for (char c : value) {
+    if (c == '\'') {
+      out += "'\\''";
+    } else {
+      out += c;
+    }
+  }
+  out += '\'';
+  return out;
+}
+
+std::vector<std::string> attempt_environment(const Plan& plan, const PlannedStep& step, int attempt) {
+  std::vector<std::string> env;
+  env.reserve(plan.base_env.size() + step.env.size() + 1);
+  std::unordered_map<std::string, std::size_t> index;
+  auto set = [&](std::string entry) {
+    auto name = std::string(env_name(entry));
+    if (auto it = index.find(name); it != index.end()) {
+      env[it->second] = std::move(entry);
+    } else {
+      env.push_back(std::move(entry));
+      index.emplace(std::move(name), env.size() - 1);
+    }
+  };
+  for (const auto& e : plan.base_env) {
+    set(e);
+  }
+  for (const auto& e : step.env) {
+    set(e);
+  }
+  set("KILN_ATTEMPT=" + std::to_string(attempt));
+  return env;
+}
+
+Expected<Plan> make_plan(const Workflow& workflow, const PlanContext& context) {
+  Plan plan;
+  plan.run_id = context.run_id;
+  std::string errors;
+  auto report = [&](const SourceLocation& at, std::string_view step, const std::string& message) {
+    if (!errors.empty()) {
+      errors += '\n';
+    }
+    errors += workflow.file + ":" + std::to_string(at.line) + ":" + std::to_string(at.column) +
+              ": error: step '" + std::string(step) + "': " + message;
+  };
+
+  // The base environment: the runner's, then the workflow's (templated
+  // against the runner's), then what kiln tells every step.
+  plan.base_env = context.process_env;
+  TemplateContext tc;
+  tc.workflow = &workflow;
+  tc.run_id = context.run_id;
+  tc.run_number = context.run_number;
+  tc.env = [&](std::string_view name) { return lookup(context.process_env, name); };
+  for (const auto& [name, value] : workflow.env) {
+    auto rendered = render_template(value, tc);
+    if (!rendered) {
+      report({}, "(workflow env)", rendered.error());
+      continue;
+    }
+    plan.base_env.push_back(name + "=" + *rendered);
+  }
+  plan.base_env.push_back("KILN_RUN_ID=" + context.run_id);
+  plan.base_env.push_back("KILN_RUN_NUMBER=" + std::to_string(context.run_number));
+  plan.base_env.push_back("KILN_STORE=" + context.store_dir);
+  plan.base_env.push_back("KILN_WORKFLOW=" + workflow.name);
+
+  std::unordered_map<std::string_view, int> index_of;
+  for (std::size_t i = 0; i < workflow.steps.size(); ++i) {
+    index_of.emplace(workflow.steps[i].id, static_cast<int>(i));
+  }
+
+  Dependencies needs(workflow.steps.size());
+  plan.steps.reserve(workflow.steps.size());
+  for (std::size_t i = 0; i < workflow.steps.size(); ++i) {
+    const Step& step = workflow.steps[i];
+    PlannedStep ps;
+    ps.id = step.id;
+    ps.kind = step.kind;
+    for (const auto& n : step.needs) {
+      if (auto it = index_of.find(n); it != index_of.end()) {
+        ps.needs.push_back(it->second);
+      }
+    }
+    needs[i] = ps.needs;
+
+    tc.step_id = step.id;
+    // Step env: templated; env.X inside it sees the runner's and the
+    // workflow's variables.
+    std::vector<std::string> step_env;
+    step_env.push_back("KILN_STEP_ID=" + step.id);
+    tc.env = [&](std::string_view name) { return lookup(plan.base_env, name); };
+    for (const auto& [name, value] : step.env) {
+      auto rendered = render_template(value, tc);
+      if (!rendered) {
+        report(step.location, step.id, rendered.error());
+        continue;
+      }
+      step_env.push_back(name + "=" + *rendered);
+    }
+    // Commands see the step's whole environment.
+    tc.env = [&](std::string_view name) -> std::optional<std::string> {
+      if (auto v = lookup(step_env, name)) {
+        return v;
+      }
+      return lookup(plan.base_env, name);
+    };
+    auto workdir = render_template(step.workdir, tc);
+    if (!workdir) {
+      report(step.location, step.id, workdir.error());
+    } else {
+      ps.workdir = absolute_dir(workflow.directory, *workdir);
+    }
+    if (step.run.form == Command::Form::shell) {
+      auto script = render_template(step.run.script, tc);
+      if (!script) {
+        report(step.run.location, step.id, script.error());
+      } else {
+        ps.display_command = *script;
+        ps.argv = {"/bin/sh", "-c", std::move(*script)};
+      }
+    } else {
+      for (const auto& arg : step.run.argv) {
+        auto rendered = render_template(arg, tc);
+        if (!rendered) {
+          report(step.run.location, step.id, rendered.error());
+          continue;
+        }
+        if (!ps.display_command.empty()) {
+          ps.display_command += ' ';
+        }
+        ps.display_command += shell_quote(*rendered);
+        ps.argv.push_back(std::move(*rendered));
+      }
+    }
+    // A step that consumes a model is told where it is.
+    if (!step.model.empty()) {
+      if (const Step* producer = workflow.step(step.model)) {
+        if (const StepOutput* model = producer->output("model")) {
+          const auto dir = absolute_dir(workflow.directory, producer->workdir);
+          step_env.push_back("KILN_MODEL=" + absolute_dir(dir, model->path));
+        }
+      }
+    }
+    ps.env = std::move(step_env);
+    ps.timeout = step.timeout;
+    ps.kill_after = step.kill_after;
+    ps.retries = step.retries;
+    ps.cpus = step.resources.cpus;
+    plan.steps.push_back(std::move(ps));
+  }
+  if (!errors.empty()) {
+    return Error{errors};
+  }
+
+  const auto priority = critical_path_lengths(needs);
+  for (std::size_t i = 0; i < plan.steps.size(); ++i) {
+    plan.steps[i].priority = priority[i];
+  }
+  // Kahn's algorithm with the longest critical path first.
+  const auto dependents = dependents_of(needs);
+  std::vector<int> remaining(needs.size());
+  auto later = [&](int a, int b) {
+    return priority[a] != priority[b] ? priority[a] < priority[b] : a > b;
+  };
+  std::vector<int> ready;
+  for (std::size_t i = 0; i < needs.size(); ++i) {
+    remaining[i] = static_cast<int>(needs[i].size());
+    if (remaining[i] == 0) {
+      ready.push_back(static_cast<int>(i));
+    }
+  }
+  std::make_heap(ready.begin(), ready.end(), later);
+  while (!ready.empty()) {
+    std::pop_heap(ready.begin(), ready.end(), later);
+    const int node = ready.back();
+    ready.pop_back();
+    plan.order.push_back(node);
+    for (int d : dependents[node]) {
+      if (--remaining[d] == 0) {
+        ready.push_back(d);
+        std::push_heap(ready.begin(), ready.end(), later);
+      }
+    }
+  }
+  return plan;
+}
+
+} // namespace kiln::core

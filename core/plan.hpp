@@ -1,0 +1,67 @@
+#pragma once
+// A plan is a workflow resolved for one run: templates rendered, commands
+// turned into argv, paths made absolute, the graph as indices with each
+// step's critical-path priority. It holds only what differs per step; the
+// environment common to all steps is kept once (10,000 steps stay small).
+
+#include "core/expected.hpp"
+#include "core/workflow.hpp"
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace kiln::core {
+
+struct PlannedStep {
+  std::string id;
+  StepKind kind = StepKind::task;
+  std::vector<int> needs;
+  std::vector<std::string> argv;
+  /// The command as a person reads it: the script, or argv shell-quoted.
+  std::string display_command;
+  /// Absolute.
+  std::string workdir;
+  /// Variables this step sets on top of the plan's base environment.
+  std::vector<std::string> env;
+  std::optional<Millis> timeout;
+  Millis kill_after{10000};
+  RetryPolicy retries;
+  int cpus = 1;
+  /// Longest chain of dependents behind this step, itself included.
+  std::int64_t priority = 1;
+};
+
+struct Plan {
+  std::string run_id;
+  std::vector<PlannedStep> steps;
+  /// The environment every step starts from, as KEY=VALUE.
+  std::vector<std::string> base_env;
+  /// A topological order that prefers longer critical paths: the order the
+  /// steps would start with unlimited parallelism of one.
+  std::vector<int> order;
+};
+
+struct PlanContext {
+  std::string run_id;
+  std::int64_t run_number = 0;
+  std::string store_dir;
+  /// The runner's own environment, as KEY=VALUE.
+  std::vector<std::string> process_env;
+};
+
+/// Resolves `workflow` for a run. Template errors (an unset env.X, say) are
+/// reported together, one per line, as file:line:col: error: message.
+Expected<Plan> make_plan(const Workflow& workflow, const PlanContext& context);
+
+/// `value` quoted for /bin/sh when it needs to be.
+std::string shell_quote(std::string_view value);
+
+/// The full environment of one attempt: base, then the step's own, then
+/// KILN_ATTEMPT. Later entries override earlier ones of the same name.
+std::vector<std::string> attempt_environment(const Plan& plan, const PlannedStep& step, int attempt);
+
+} // namespace kiln::core

@@ -1,0 +1,137 @@
+#pragma once
+// The scheduler runs a plan as a dependency graph on an executor. One thread,
+// one loop, as in ninja: start what may start, wait for the next event (a job
+// ending, the nearest deadline, a signal to the runner) with the nearest
+// deadline as the timeout, handle it, repeat. Deadlines are step timeouts,
+// SIGKILL escalations after a grace, retry back-offs, and observer refreshes.
+// Ready steps start in order of the longest chain of work behind them.
+// Everything outside (processes, time, records, the console) is behind the
+// Executor, Clock and RunObserver interfaces, so tests run it in microseconds.
+
+#include "core/executor.hpp"
+#include "core/plan.hpp"
+#include "core/run_status.hpp"
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <random>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace kiln::core {
+
+enum class KeepGoing { no, yes };
+
+struct SchedulerOptions {
+  /// At most this many steps at once.
+  int jobs = 1;
+  /// Sum of running steps' resources.cpus; a step asking more than this runs
+  /// alone.
+  int cpus = 1;
+  KeepGoing keep_going = KeepGoing::no;
+  /// Seeds retry jitter, so tests are repeatable.
+  std::uint64_t seed = 0;
+};
+
+/// How one attempt ended.
+struct AttemptOutcome {
+  std::optional<int> exit_code;
+  int signal = 0;
+  bool timed_out = false;
+  /// Set when the job could not start at all.
+  std::string error;
+  bool succeeded() const { return error.empty() && !timed_out && exit_code == 0; }
+};
+
+/// Told of every state change, in order, as it happens.
+class RunObserver {
+public:
+  virtual ~RunObserver() = default;
+  virtual void step_started(int /*step*/, std::int64_t /*at_ms*/) {}
+  virtual void attempt_started(int /*step*/, int /*attempt*/, const LaunchSpec& /*spec*/,
+                               const JobStarted& /*job*/, std::int64_t /*at_ms*/) {}
+  /// `retry_in` is set when another attempt will follow after that delay.
+  virtual void attempt_finished(int /*step*/, int /*attempt*/, const AttemptOutcome& /*outcome*/,
+                                std::int64_t /*at_ms*/, std::optional<Millis> /*retry_in*/) {}
+  virtual void step_finished(int /*step*/, StepStatus /*status*/, const std::string& /*reason*/,
+                             std::int64_t /*at_ms*/) {}
+  /// The runner was asked to stop by `signal`; `count` is how many times so far.
+  virtual void interrupted(int /*signal*/, int /*count*/) {}
+  /// When the observer next wants refresh() called (a status line's clock).
+  virtual std::optional<TimePoint> next_refresh() const { return std::nullopt; }
+  virtual void refresh(TimePoint /*now*/) {}
+};
+
+/// Where an attempt's output goes: {stdout path, stderr path}.
+using LogPaths = std::function<std::pair<std::string, std::string>(int step, int attempt)>;
+
+struct RunResult {
+  RunStatus status = RunStatus::succeeded;
+  /// 0 all succeeded, 1 a step failed, 128+signal when interrupted.
+  int exit_code = 0;
+  std::vector<StepStatus> steps;
+};
+
+class Scheduler {
+public:
+  Scheduler(const Plan& plan, Executor& executor, const Clock& clock, RunObserver& observer, LogPaths log_paths,
+            SchedulerOptions options);
+  RunResult run();
+
+  /// The delay before attempt `next_attempt` (2 for the first retry), before jitter.
+  static Millis backoff_delay(const RetryPolicy& policy, int next_attempt);
+
+private:
+  struct StepState {
+    StepStatus status = StepStatus::pending;
+    int unfinished_needs = 0;
+    int attempt = 0;
+    JobId job = 0;
+    bool timed_out = false;
+    bool cancelling = false;
+    std::optional<TimePoint> timeout_at;
+    std::optional<TimePoint> kill_at;
+    std::optional<TimePoint> retry_at;
+  };
+
+  void start_ready();
+  void start_attempt(int step);
+  void handle_exit(const JobExit& exit);
+  void attempt_ended(int step, const AttemptOutcome& outcome);
+  void handle_interrupt(int signal);
+  void handle_deadlines();
+  void finish_step(int step, StepStatus status, const std::string& reason);
+  void skip_dependents(int step);
+  void release_dependents(int step);
+  void push_ready(int step);
+  bool retryable(const RetryPolicy& policy, const AttemptOutcome& outcome) const;
+  std::optional<TimePoint> nearest_deadline() const;
+  std::int64_t wall() const { return m_clock.wall_ms(); }
+
+  const Plan& m_plan;
+  Executor& m_executor;
+  const Clock& m_clock;
+  RunObserver& m_observer;
+  LogPaths m_log_paths;
+  SchedulerOptions m_options;
+  std::mt19937_64 m_random;
+
+  std::vector<StepState> m_steps;
+  std::vector<std::vector<int>> m_dependents;
+  /// Max-heap of ready steps by priority, then file order.
+  std::vector<int> m_ready;
+  std::vector<int> m_backing_off;
+  /// Running steps by job id (few: at most `jobs`).
+  std::vector<std::pair<JobId, int>> m_running;
+  int m_cpus_in_use = 0;
+  bool m_failed = false;
+  /// No new step starts: after a failure without --keep-going, or a signal.
+  bool m_stopping = false;
+  int m_interrupt_signal = 0;
+  int m_interrupt_count = 0;
+  std::string m_first_failure;
+};
+
+} // namespace kiln::core

@@ -1,0 +1,302 @@
+#include "core/graph.hpp"
+#include "core/scheduler.hpp"
+#include "tests/core/fake_executor.hpp"
+
+#include <doctest/doctest.h>
+
+#include <algorithm>
+
+using namespace kiln;
+using namespace std::chrono_literals;
+using core::StepStatus;
+
+namespace {
+
+core::Plan make_plan(const std::vector<std::pair<std::string, std::vector<int>>>& steps) {
+  core::Plan plan;
+  plan.run_id = "0123456789abcdef0123456789abcdef";
+  for (const auto& [id, needs] : steps) {
+    core::PlannedStep s;
+    s.id = id;
+    s.needs = needs;
+    s.argv = {"/bin/sh", "-c", "true"};
+    s.workdir = "/tmp";
+    plan.steps.push_back(s);
+  }
+  core::Dependencies deps;
+  for (const auto& s : plan.steps) {
+    deps.push_back(s.needs);
+  }
+  const auto priority = core::critical_path_lengths(deps);
+  for (std::size_t i = 0; i < plan.steps.size(); ++i) {
+    plan.steps[i].priority = priority[i];
+  }
+  return plan;
+}
+
+struct Recorder final : core::RunObserver {
+  const core::Plan* plan = nullptr;
+  std::vector<std::string> events;
+  std::vector<std::pair<std::string, core::Millis>> retries;
+  std::map<std::string, std::string> reasons;
+  std::vector<core::AttemptOutcome> outcomes;
+
+  void attempt_finished(int step, int attempt, const core::AttemptOutcome& outcome, std::int64_t,
+                        std::optional<core::Millis> retry_in) override {
+    outcomes.push_back(outcome);
+    events.push_back(plan->steps[step].id + "#" + std::to_string(attempt) + (outcome.succeeded() ? " ok" : " fail"));
+    if (retry_in) {
+      retries.emplace_back(plan->steps[step].id, *retry_in);
+    }
+  }
+  void step_finished(int step, StepStatus status, const std::string& reason, std::int64_t) override {
+    events.push_back(plan->steps[step].id + " " + std::string(core::to_string(status)));
+    reasons[plan->steps[step].id] = reason;
+  }
+};
+
+struct Harness {
+  core::Plan plan;
+  testing::FakeClock clock;
+  testing::FakeExecutor executor{clock};
+  Recorder recorder;
+  core::SchedulerOptions options{.jobs = 2, .cpus = 2, .keep_going = core::KeepGoing::no, .seed = 42};
+
+  explicit Harness(core::Plan p) : plan(std::move(p)) { recorder.plan = &plan; }
+
+  core::RunResult run() {
+    core::Scheduler scheduler(
+        plan, executor, clock, recorder,
+        [](int step, int attempt) {
+          return std::pair{"out" + std::to_string(step) + "." + std::to_string(attempt), std::string("err")};
+        },
+        options);
+    return scheduler.run();
+  }
+
+  std::vector<std::string> start_order() const {
+    std::vector<std::string> out;
+    for (const auto& s : executor.starts) {
+      out.push_back(s.step);
+    }
+    return out;
+  }
+};
+
+} // namespace
+
+TEST_SUITE("core::Scheduler") {
+  TEST_CASE("a chain runs in dependency order and succeeds") {
+    Harness h(make_plan({{"a", {}}, {"b", {0}}, {"c", {1}}}));
+    auto result = h.run();
+    CHECK(result.status == core::RunStatus::succeeded);
+    CHECK(result.exit_code == 0);
+    CHECK(h.start_order() == std::vector<std::string>{"a", "b", "c"});
+    CHECK(h.clock.since_start() == 3000ms);
+    CHECK(h.executor.max_running == 1);
+  }
+
+  TEST_CASE("parallelism is bounded by jobs, and the longest path starts first") {
+    // d is alone; a -> b -> c is a chain: a has the longer path behind it.
+    Harness h(make_plan({{"d", {}}, {"e", {}}, {"a", {}}, {"b", {2}}, {"c", {3}}}));
+    h.options.jobs = 2;
+    h.options.cpus = 8;
+    auto result = h.run();
+    CHECK(result.exit_code == 0);
+    CHECK(h.executor.max_running == 2);
+    CHECK(h.start_order().front() == "a");
+    CHECK(h.start_order()[1] == "d");
+  }
+
+  TEST_CASE("cpus bound what runs together; a step larger than the machine runs alone") {
+    auto plan = make_plan({{"big", {}}, {"s1", {}}, {"s2", {}}, {"huge", {}}});
+    plan.steps[0].cpus = 2;
+    plan.steps[3].cpus = 16;
+    Harness h(plan);
+    h.options.jobs = 4;
+    h.options.cpus = 2;
+    auto result = h.run();
+    CHECK(result.exit_code == 0);
+    CHECK(h.executor.max_running == 2); // s1 and s2 together, never with big or huge
+    CHECK(h.clock.since_start() == 3000ms);
+  }
+
+  TEST_CASE("a flaky step is retried with exponential back-off until it succeeds") {
+    auto plan = make_plan({{"flaky", {}}, {"after", {0}}});
+    plan.steps[0].retries = {.limit = 3, .backoff = core::Backoff::exponential, .delay = 1000ms, .max_delay = 60000ms};
+    Harness h(plan);
+    h.executor.scripts["flaky"] = {{1000ms, 1}, {1000ms, 1}, {1000ms, 0}};
+    auto result = h.run();
+    CHECK(result.exit_code == 0);
+    REQUIRE(h.executor.starts.size() == 4);
+    // attempt 1 at 0s, fails at 1s, waits 1s; attempt 2 at 2s, fails at 3s, waits 2s; attempt 3 at 5s.
+    CHECK(h.executor.starts[1].at == 2000ms);
+    CHECK(h.executor.starts[2].at == 5000ms);
+    CHECK(h.executor.starts[2].attempt == 3);
+    CHECK(h.executor.starts[3].step == "after");
+    CHECK(h.recorder.retries == std::vector<std::pair<std::string, core::Millis>>{{"flaky", 1000ms}, {"flaky", 2000ms}});
+    // Every attempt sees its number.
+    auto& env = h.executor.starts[2].env;
+    CHECK(std::find(env.begin(), env.end(), "KILN_ATTEMPT=3") != env.end());
+  }
+
+  TEST_CASE("retries stop at the limit and the step fails") {
+    auto plan = make_plan({{"bad", {}}});
+    plan.steps[0].retries = {.limit = 2, .delay = 10ms};
+    Harness h(plan);
+    h.executor.scripts["bad"] = {{5ms, 3}};
+    auto result = h.run();
+    CHECK(result.exit_code == 1);
+    CHECK(result.status == core::RunStatus::failed);
+    CHECK(h.executor.starts.size() == 3);
+    CHECK(h.recorder.reasons["bad"] == "exit code 3 (attempt 3 of 3)");
+  }
+
+  TEST_CASE("back-off is capped by max_delay, and jitter stays in [delay/2, delay]") {
+    core::RetryPolicy p{.limit = 10, .backoff = core::Backoff::exponential, .delay = 1000ms, .max_delay = 5000ms};
+    CHECK(core::Scheduler::backoff_delay(p, 2) == 1000ms);
+    CHECK(core::Scheduler::backoff_delay(p, 3) == 2000ms);
+    CHECK(core::Scheduler::backoff_delay(p, 4) == 4000ms);
+    CHECK(core::Scheduler::backoff_delay(p, 5) == 5000ms);
+    CHECK(core::Scheduler::backoff_delay(p, 60) == 5000ms);
+    p.backoff = core::Backoff::fixed;
+    CHECK(core::Scheduler::backoff_delay(p, 7) == 1000ms);
+
+    auto plan = make_plan({{"j", {}}});
+    plan.steps[0].retries = {.limit = 6, .backoff = core::Backoff::exponential, .delay = 1000ms,
+                             .max_delay = 8000ms, .jitter = true};
+    Harness h(plan);
+    h.executor.scripts["j"] = {{1ms, 1}};
+    (void)h.run();
+    REQUIRE(h.recorder.retries.size() == 6);
+    bool any_below_nominal = false;
+    for (std::size_t i = 0; i < h.recorder.retries.size(); ++i) {
+      const auto nominal = core::Scheduler::backoff_delay(plan.steps[0].retries, static_cast<int>(i) + 2);
+      CHECK(h.recorder.retries[i].second <= nominal);
+      CHECK(h.recorder.retries[i].second >= nominal / 2);
+      any_below_nominal = any_below_nominal || h.recorder.retries[i].second < nominal;
+    }
+    CHECK(any_below_nominal);
+  }
+
+  TEST_CASE("only the listed exit codes are retried when failure is not") {
+    auto plan = make_plan({{"x", {}}, {"y", {}}});
+    for (auto& s : plan.steps) {
+      s.retries = {.limit = 2, .delay = 1ms, .on_failure = false, .on_timeout = false, .exit_codes = {75}};
+    }
+    Harness h(plan);
+    h.options.keep_going = core::KeepGoing::yes;
+    h.executor.scripts["x"] = {{1ms, 75}, {1ms, 0}};
+    h.executor.scripts["y"] = {{1ms, 4}};
+    auto result = h.run();
+    CHECK(result.exit_code == 1);
+    CHECK(result.steps[0] == StepStatus::succeeded);
+    CHECK(result.steps[1] == StepStatus::failed);
+    CHECK(std::count_if(h.executor.starts.begin(), h.executor.starts.end(),
+                        [](const auto& s) { return s.step == "y"; }) == 1);
+  }
+
+  TEST_CASE("a timeout sends SIGTERM, then SIGKILL after the grace, and is retried only if asked") {
+    auto plan = make_plan({{"slow", {}}, {"next", {0}}});
+    plan.steps[0].timeout = 10000ms;
+    plan.steps[0].kill_after = 3000ms;
+    plan.steps[0].retries = {.limit = 1, .delay = 1000ms, .on_failure = true, .on_timeout = false};
+    Harness h(plan);
+    h.executor.scripts["slow"] = {{100000ms, 0, true}};
+    auto result = h.run();
+    CHECK(result.exit_code == 1);
+    CHECK(h.executor.starts.size() == 1);
+    REQUIRE(h.executor.stops.size() == 2);
+    CHECK(h.executor.stops[0].second == core::StopMode::terminate);
+    CHECK(h.executor.stops[1].second == core::StopMode::kill);
+    CHECK(h.clock.since_start() == 13000ms);
+    CHECK(h.recorder.outcomes.back().timed_out);
+    CHECK(h.recorder.reasons["slow"] == "timed out");
+    CHECK(result.steps[1] == StepStatus::skipped);
+    CHECK(h.recorder.reasons["next"] == "needs 'slow', which failed");
+  }
+
+  TEST_CASE("a timed-out attempt is retried when on includes timeout") {
+    auto plan = make_plan({{"slow", {}}});
+    plan.steps[0].timeout = 1000ms;
+    plan.steps[0].retries = {.limit = 1, .delay = 500ms};
+    Harness h(plan);
+    h.executor.scripts["slow"] = {{5000ms, 0}, {100ms, 0}};
+    auto result = h.run();
+    CHECK(result.exit_code == 0);
+    REQUIRE(h.executor.starts.size() == 2);
+    CHECK(h.executor.starts[1].at == 1500ms);
+  }
+
+  TEST_CASE("a failure starts nothing new, lets running steps finish, and skips dependents") {
+    // fail and long start together; after fail, nothing else starts.
+    Harness h(make_plan({{"fail", {}}, {"long", {}}, {"child", {0}}, {"other", {}}}));
+    h.options.jobs = 2;
+    h.executor.scripts["fail"] = {{1000ms, 2}};
+    h.executor.scripts["long"] = {{5000ms, 0}};
+    auto result = h.run();
+    CHECK(result.exit_code == 1);
+    CHECK(result.steps[0] == StepStatus::failed);
+    CHECK(result.steps[1] == StepStatus::succeeded);
+    CHECK(result.steps[2] == StepStatus::skipped);
+    CHECK(result.steps[3] == StepStatus::skipped);
+    CHECK(h.recorder.reasons["other"].find("--keep-going") != std::string::npos);
+    CHECK(h.clock.since_start() == 5000ms);
+  }
+
+  TEST_CASE("--keep-going runs everything that does not depend on the failure") {
+    Harness h(make_plan({{"fail", {}}, {"child", {0}}, {"grandchild", {1}}, {"other", {}}, {"after", {3}}}));
+    h.options.keep_going = core::KeepGoing::yes;
+    h.executor.scripts["fail"] = {{1000ms, 2}};
+    auto result = h.run();
+    CHECK(result.exit_code == 1);
+    CHECK(result.steps == std::vector<StepStatus>{StepStatus::failed, StepStatus::skipped, StepStatus::skipped,
+                                                  StepStatus::succeeded, StepStatus::succeeded});
+  }
+
+  TEST_CASE("a step that cannot start is a failed attempt") {
+    Harness h(make_plan({{"missing", {}}}));
+    h.executor.start_errors["missing"] = "command not found: nosuchtool";
+    auto result = h.run();
+    CHECK(result.exit_code == 1);
+    CHECK(h.recorder.reasons["missing"] == "command not found: nosuchtool");
+  }
+
+  TEST_CASE("an interrupt stops running steps, cancels the rest, and exits 128+signal") {
+    Harness h(make_plan({{"a", {}}, {"b", {}}, {"c", {0}}}));
+    h.executor.scripts["a"] = {{10000ms, 0}};
+    h.executor.scripts["b"] = {{10000ms, 0}};
+    h.executor.interrupts = {{2000ms, SIGINT}};
+    auto result = h.run();
+    CHECK(result.status == core::RunStatus::cancelled);
+    CHECK(result.exit_code == 130);
+    CHECK(result.steps == std::vector<StepStatus>{StepStatus::cancelled, StepStatus::cancelled, StepStatus::cancelled});
+    CHECK(h.clock.since_start() == 2000ms);
+    CHECK(h.executor.stops.size() == 2);
+  }
+
+  TEST_CASE("a second interrupt kills at once") {
+    auto plan = make_plan({{"stubborn", {}}});
+    plan.steps[0].kill_after = 30000ms;
+    Harness h(plan);
+    h.executor.scripts["stubborn"] = {{100000ms, 0, true}};
+    h.executor.interrupts = {{1000ms, SIGTERM}, {2000ms, SIGTERM}};
+    auto result = h.run();
+    CHECK(result.exit_code == 143);
+    CHECK(h.clock.since_start() == 2000ms);
+    REQUIRE(h.executor.stops.size() == 2);
+    CHECK(h.executor.stops[1].second == core::StopMode::kill);
+  }
+
+  TEST_CASE("an interrupt during a retry back-off cancels the waiting step") {
+    auto plan = make_plan({{"flaky", {}}});
+    plan.steps[0].retries = {.limit = 3, .delay = 60000ms};
+    Harness h(plan);
+    h.executor.scripts["flaky"] = {{10ms, 1}};
+    h.executor.interrupts = {{1000ms, SIGINT}};
+    auto result = h.run();
+    CHECK(result.exit_code == 130);
+    CHECK(result.steps[0] == StepStatus::cancelled);
+    CHECK(h.clock.since_start() == 1000ms);
+  }
+}
