@@ -1,0 +1,85 @@
+#pragma once
+// Runs each step as a child process of the runner, in its own process group,
+// so that stopping a step reaches everything it started. The runner's single
+// loop blocks in wait(): a ppoll on a signalfd that carries SIGCHLD (a job
+// ended) and SIGINT/SIGTERM/SIGHUP (the runner was asked to stop), with the
+// scheduler's nearest deadline as the timeout.
+
+#include "core/executor.hpp"
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <signal.h>
+#include <sys/types.h>
+
+namespace kiln::plugins {
+
+/// Contract with the rest of the process: one LocalExecutor at a time,
+/// created before any thread is started (threads inherit the blocked
+/// signals), and no one else reaps its children (waitpid(-1) elsewhere would
+/// steal their exit status; waitpid on one's own pids is fine).
+class LocalExecutor final : public core::Executor {
+public:
+  /// Blocks SIGCHLD, SIGINT, SIGTERM and SIGHUP for this thread and opens the
+  /// signalfd that wait() polls. A stop signal that was ignored when the
+  /// executor was created (nohup, a background job) stays ignored.
+  /// Throws std::system_error if the signalfd or /dev/null cannot be opened.
+  LocalExecutor();
+  /// SIGKILLs the process group of every job still running, reaps them, and
+  /// restores the signal mask and SIGCHLD disposition it found.
+  ~LocalExecutor() override;
+  LocalExecutor(const LocalExecutor&) = delete;
+  LocalExecutor& operator=(const LocalExecutor&) = delete;
+
+  std::string_view name() const override { return "local"; }
+  /// stdout_path and stderr_path are opened by the runner (relative to its
+  /// own working directory), before the child changes to spec.workdir; the
+  /// same path for both gives one shared file offset.
+  core::Expected<core::JobStarted> start(const core::LaunchSpec& spec) override;
+  void stop(core::JobId id, core::StopMode mode) override;
+  core::WaitResult wait(std::optional<core::TimePoint> deadline) override;
+
+  /// Jobs started and not yet reaped.
+  std::size_t running() const { return m_running.size(); }
+
+private:
+  struct Job {
+    core::JobId id = 0;
+    pid_t pid = 0; // Also the process group id: each job leads its own group.
+  };
+
+  void drain_signals(std::vector<int>& interrupts);
+  void reap(std::vector<core::JobExit>& exits);
+  /// Sets m_program to the file to exec; false if not found on the PATH.
+  bool resolve_command(const core::LaunchSpec& spec);
+  core::Error start_error(const core::LaunchSpec& spec, int error) const;
+
+  std::vector<Job> m_running;
+  core::JobId m_next_id = 1;
+
+  int m_signal_fd = -1;
+  int m_dev_null = -1;
+  sigset_t m_watched;  // The signals read through m_signal_fd.
+  sigset_t m_old_mask; // This thread's mask before the constructor.
+  struct sigaction m_old_sigchld;
+
+  // Reused across start() calls so a job costs no allocation beyond its
+  // handle string.
+  std::vector<char*> m_argv;
+  std::vector<char*> m_envp;
+  std::string m_program;
+};
+
+/// Stops a job left behind by a runner that died, from its handle
+/// "local:PGID:STARTTICKS": SIGTERM to the group, SIGKILL after about two
+/// seconds if anything in it is still alive. A group is signalled only if
+/// its leader is the same process (same start ticks) or is gone while the
+/// group still exists (a pid cannot be reused while a group of that id
+/// lives); a handle that does not parse, or whose pid now belongs to another
+/// process, is left alone. Blocks for up to about two seconds.
+void stop_orphan_job(std::string_view handle);
+
+} // namespace kiln::plugins

@@ -1,0 +1,116 @@
+#pragma once
+// Helpers shared by the plugin tests that run real child processes.
+
+#include "core/executor.hpp"
+
+#include <doctest/doctest.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace kiln::plugins::test {
+
+/// A fresh directory under the system temp dir, removed with its contents.
+class TempDir {
+public:
+  TempDir() {
+    std::string pattern = (std::filesystem::temp_directory_path() / "kiln-plugins-XXXXXX").string();
+    REQUIRE(::mkdtemp(pattern.data()) != nullptr);
+    m_path = std::filesystem::canonical(pattern);
+  }
+  ~TempDir() {
+    std::error_code ignored;
+    std::filesystem::remove_all(m_path, ignored);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+
+  const std::filesystem::path& path() const { return m_path; }
+  std::string file(const std::string& name) const { return (m_path / name).string(); }
+
+private:
+  std::filesystem::path m_path;
+};
+
+inline std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream content;
+  content << in.rdbuf();
+  return content.str();
+}
+
+inline void write_file(const std::string& path, const std::string& content) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << content;
+}
+
+/// Waits (test code may poll) until `path` exists and is not empty.
+inline bool wait_for_file(const std::string& path, std::chrono::milliseconds limit = std::chrono::seconds(10)) {
+  const auto give_up = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < give_up) {
+    std::error_code ignored;
+    if (std::filesystem::file_size(path, ignored) > 0 && !ignored) {
+      return true;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  return false;
+}
+
+inline core::LaunchSpec shell_spec(const TempDir& dir, const std::string& script) {
+  core::LaunchSpec spec;
+  spec.run_id = "run";
+  spec.step_id = "step";
+  spec.argv = {"sh", "-c", script};
+  spec.workdir = dir.path().string();
+  spec.env = {"PATH=/usr/bin:/bin"};
+  spec.stdout_path = dir.file("stdout");
+  spec.stderr_path = dir.file("stderr");
+  return spec;
+}
+
+/// Waits for the exit of `id`, collecting any other exits into `others`.
+inline core::JobExit wait_for_exit(core::Executor& executor, core::JobId id,
+                                   std::vector<core::JobExit>* others = nullptr) {
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (std::chrono::steady_clock::now() < give_up) {
+    core::WaitResult result = executor.wait(give_up);
+    REQUIRE(result.interrupts.empty());
+    core::JobExit found;
+    bool seen = false;
+    for (const core::JobExit& exit : result.exits) {
+      if (exit.id == id) {
+        found = exit;
+        seen = true;
+      } else if (others != nullptr) {
+        others->push_back(exit);
+      }
+    }
+    if (seen) {
+      return found;
+    }
+  }
+  FAIL("job " << id << " did not exit in time");
+  return {};
+}
+
+/// Waits until `alive()` turns false; true if it did within `limit`.
+template <typename Alive>
+bool eventually_gone(Alive alive, std::chrono::milliseconds limit = std::chrono::seconds(5)) {
+  const auto give_up = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < give_up) {
+    if (!alive()) {
+      return true;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return !alive();
+}
+
+} // namespace kiln::plugins::test
