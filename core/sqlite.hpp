@@ -1,0 +1,196 @@
+#pragma once
+// A small RAII wrapper over SQLite: a connection, statements with
+// bind/step/column, transactions, and prepared statements cached per
+// connection. This pair is the only place that includes sqlite3.h; the
+// handles below are the C library's opaque types, forward-declared.
+//
+// A connection is used by one thread. Errors are values carrying SQLite's
+// message and the database file; nothing here throws.
+
+#include "core/expected.hpp"
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+
+struct sqlite3;
+struct sqlite3_stmt;
+
+namespace kiln::core::sqlite {
+
+/// A non-owning view of a prepared statement. Binds are 1-based, columns
+/// 0-based, as in SQLite. A bind error (a programming mistake: a bad index)
+/// is remembered and reported by the next step().
+class StatementRef {
+public:
+  void bind(int index, std::int64_t value);
+  void bind(int index, int value) { bind(index, static_cast<std::int64_t>(value)); }
+  void bind(int index, bool value) { bind(index, static_cast<std::int64_t>(value ? 1 : 0)); }
+  void bind(int index, double value);
+  void bind(int index, std::string_view value);
+  void bind(int index, const std::string& value) { bind(index, std::string_view(value)); }
+  void bind(int index, const char* value) { bind(index, std::string_view(value)); }
+  void bind(int index, std::nullptr_t);
+  template <typename T>
+  void bind(int index, const std::optional<T>& value) {
+    if (value) {
+      bind(index, *value);
+    } else {
+      bind(index, nullptr);
+    }
+  }
+
+  /// Binds the arguments to parameters 1, 2, ... in order.
+  template <typename... Args>
+  void bind_all(const Args&... args) {
+    int index = 0;
+    (bind(++index, args), ...);
+  }
+
+  /// true: a row is ready to read; false: the statement is done. The
+  /// statement is reset when it is done or fails, so it releases its locks.
+  Expected<bool> step();
+  /// Steps to completion, ignoring any rows: for INSERT/UPDATE/DDL.
+  Expected<void> run();
+  /// Resets to before the first step and clears the bindings.
+  void reset();
+
+  bool is_null(int column) const;
+  std::int64_t column_int64(int column) const;
+  int column_int(int column) const { return static_cast<int>(column_int64(column)); }
+  double column_double(int column) const;
+  /// "" for NULL.
+  std::string column_text(int column) const;
+  std::optional<std::int64_t> column_optional_int64(int column) const;
+
+  std::string_view sql() const;
+
+protected:
+  explicit StatementRef(sqlite3_stmt* statement) : m_statement(statement) {}
+  Error error_here(int code) const;
+
+  sqlite3_stmt* m_statement = nullptr;
+  int m_bind_error = 0;
+};
+
+/// An owned prepared statement; finalized on destruction.
+class Statement : public StatementRef {
+public:
+  Statement(Statement&& other) noexcept;
+  Statement& operator=(Statement&& other) noexcept;
+  Statement(const Statement&) = delete;
+  Statement& operator=(const Statement&) = delete;
+  ~Statement();
+
+private:
+  friend class Database;
+  explicit Statement(sqlite3_stmt* statement) : StatementRef(statement) {}
+};
+
+/// A lease on a statement from the connection's cache. Destroying the lease
+/// resets the statement, so an abandoned SELECT never keeps a read
+/// transaction (and its WAL snapshot) open.
+class CachedStatement : public StatementRef {
+public:
+  CachedStatement(CachedStatement&& other) noexcept;
+  CachedStatement& operator=(CachedStatement&&) = delete;
+  CachedStatement(const CachedStatement&) = delete;
+  CachedStatement& operator=(const CachedStatement&) = delete;
+  ~CachedStatement();
+
+private:
+  friend class Database;
+  explicit CachedStatement(sqlite3_stmt* statement) : StatementRef(statement) {}
+};
+
+enum class TransactionKind {
+  /// Takes locks as statements need them; for read-only work.
+  deferred,
+  /// Takes the write lock at BEGIN, waiting on the busy handler. Writers
+  /// must use this: a deferred transaction that later writes can fail with
+  /// SQLITE_BUSY on the lock upgrade without waiting.
+  immediate,
+};
+
+class Database;
+
+/// An open transaction; rolled back on destruction unless committed.
+class Transaction {
+public:
+  Transaction(Transaction&& other) noexcept;
+  Transaction& operator=(Transaction&&) = delete;
+  Transaction(const Transaction&) = delete;
+  Transaction& operator=(const Transaction&) = delete;
+  ~Transaction();
+
+  Expected<void> commit();
+
+private:
+  friend class Database;
+  explicit Transaction(Database* database) : m_database(database) {}
+  Database* m_database = nullptr;
+};
+
+enum class OpenMode { read_write_create, read_write, read_only };
+
+class Database {
+public:
+  /// Opens (and with read_write_create, creates) the file. ":memory:" gives
+  /// a private in-memory database.
+  static Expected<Database> open(const std::filesystem::path& file,
+                                 OpenMode mode = OpenMode::read_write_create);
+
+  Database(Database&& other) noexcept;
+  Database& operator=(Database&& other) noexcept;
+  Database(const Database&) = delete;
+  Database& operator=(const Database&) = delete;
+  ~Database();
+
+  /// How long a statement waits for another connection's lock before
+  /// failing with "database is locked".
+  void set_busy_timeout(std::chrono::milliseconds timeout);
+
+  /// Switches to write-ahead logging and returns the journal mode now in
+  /// force ("wal", or the old mode where the file system cannot do WAL).
+  /// Retries for up to `timeout` while other connections hold locks: the
+  /// switch needs an exclusive lock and, to avoid deadlock, SQLite fails it
+  /// with SQLITE_BUSY at once instead of waiting on the busy handler (seen
+  /// when several processes create one database at the same moment).
+  Expected<std::string> enable_wal(std::chrono::milliseconds timeout);
+
+  /// Runs one or more statements, discarding any rows.
+  Expected<void> exec(std::string_view sql);
+  /// Runs a statement that returns one integer (e.g. PRAGMA user_version).
+  Expected<std::int64_t> query_int64(std::string_view sql);
+  /// Runs a statement that returns one text value (e.g. PRAGMA journal_mode).
+  Expected<std::string> query_text(std::string_view sql);
+
+  Expected<Statement> prepare(std::string_view sql);
+  /// The statement for `sql`, prepared on first use and kept for the
+  /// connection's lifetime. At most one lease per SQL text at a time.
+  Expected<CachedStatement> cached(std::string_view sql);
+
+  Expected<Transaction> begin(TransactionKind kind);
+
+  /// Rows changed by the last INSERT/UPDATE/DELETE.
+  std::int64_t changes() const;
+  std::int64_t last_insert_rowid() const;
+  const std::filesystem::path& file() const { return m_file; }
+
+private:
+  friend class Transaction;
+  Database(sqlite3* handle, std::filesystem::path file);
+  Error error_here(int code, std::string_view what) const;
+  void close();
+
+  sqlite3* m_handle = nullptr;
+  std::filesystem::path m_file;
+  // Node-based, so a statement's address is stable while the map grows.
+  std::unordered_map<std::string, Statement> m_cache;
+};
+
+} // namespace kiln::core::sqlite

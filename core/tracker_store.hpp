@@ -1,0 +1,262 @@
+#pragma once
+// The local tracker: one SQLite file (<store dir>/kiln.db) recording every
+// run, step and attempt of `kiln run`.
+//
+// Model: each call is one short transaction, committed before it returns, so
+// a runner killed at any point leaves a store that opens and tells the truth
+// up to its last call. Writers take the lock up front (BEGIN IMMEDIATE) and
+// wait on a 30 s busy timeout, so many `kiln run` processes can share one
+// store. The schema version lives in PRAGMA user_version and moves forward
+// through an ordered list of migrations (see tracker_store.cpp); a store
+// written by a newer kiln is refused rather than misread.
+//
+// JSON (to_json below, printed by `kiln runs show --output json`): statuses
+// are their to_string names, times are integer milliseconds since the Unix
+// epoch, and a value that is absent is null.
+
+#include "core/expected.hpp"
+#include "core/run_status.hpp"
+#include "core/sqlite.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace kiln::core {
+
+/// Who runs a run: enough to tell later whether that process is still alive.
+struct RunnerIdentity {
+  std::string host;
+  std::int64_t pid = 0;
+  /// The process's start time in clock ticks since boot (/proc/<pid>/stat
+  /// field 22), so a recycled pid is not mistaken for the runner.
+  std::int64_t start_ticks = 0;
+};
+
+struct NewStep {
+  std::string id;
+  std::string kind;
+  /// Display text of the command.
+  std::string command;
+  std::vector<std::string> needs;
+};
+
+struct NewRun {
+  std::string workflow_name;
+  /// Absolute.
+  std::string workflow_file;
+  std::string workflow_hash;
+  /// The file's bytes, kept so a run can be resumed or inspected later.
+  std::string workflow_content;
+  /// Object: resolved param name -> typed value.
+  nlohmann::json params = nlohmann::json::object();
+  std::string user;
+  std::string host;
+  /// Empty when the workflow is not in a git repository.
+  std::string git_commit;
+  std::string git_branch;
+  bool git_dirty = false;
+  std::string kiln_version;
+  std::string command_line;
+  RunnerIdentity runner;
+  std::int64_t started_ms = 0;
+  /// In file order; inserted as pending.
+  std::vector<NewStep> steps;
+};
+
+/// Steps of a run by status.
+struct StepCounts {
+  int pending = 0;
+  int running = 0;
+  int succeeded = 0;
+  int failed = 0;
+  int skipped = 0;
+  int cancelled = 0;
+
+  int total() const { return pending + running + succeeded + failed + skipped + cancelled; }
+  int& operator[](StepStatus status);
+};
+
+struct RunRecord {
+  /// 1, 2, ... in creation order; never reused within a store.
+  std::int64_t number = 0;
+  /// 32 lower-case hex digits.
+  std::string id;
+  std::string workflow_name;
+  std::string workflow_file;
+  std::string workflow_hash;
+  nlohmann::json params = nlohmann::json::object();
+  RunStatus status = RunStatus::running;
+  /// Absent while running and when the run crashed.
+  std::optional<int> exit_code;
+  std::int64_t started_ms = 0;
+  std::optional<std::int64_t> ended_ms;
+  std::string user;
+  std::string host;
+  std::string git_commit;
+  std::string git_branch;
+  bool git_dirty = false;
+  std::string kiln_version;
+  std::string command_line;
+  RunnerIdentity runner;
+  StepCounts steps;
+};
+
+struct StepRecord {
+  std::string id;
+  std::string kind;
+  std::string command;
+  std::vector<std::string> needs;
+  StepStatus status = StepStatus::pending;
+  /// Set when the step first goes running.
+  std::optional<std::int64_t> started_ms;
+  /// Set when the step reaches a terminal status.
+  std::optional<std::int64_t> ended_ms;
+  /// Attempts begun so far.
+  int attempts = 0;
+  /// Why the step was skipped, failed or cancelled; "" otherwise.
+  std::string reason;
+};
+
+struct AttemptStart {
+  std::int64_t pid = 0;
+  std::string executor;
+  /// The executor's own name for what it started (e.g. a container id).
+  std::string handle;
+  std::int64_t started_ms = 0;
+  std::string stdout_path;
+  std::string stderr_path;
+};
+
+struct AttemptEnd {
+  std::optional<int> exit_code;
+  /// The signal that killed the process; 0 for none.
+  int signal = 0;
+  bool timed_out = false;
+  std::int64_t ended_ms = 0;
+  /// Why the attempt failed outside the command, e.g. "command not found".
+  std::string error;
+};
+
+struct AttemptRecord {
+  std::string step_id;
+  /// 1-based.
+  int number = 0;
+  AttemptStart start;
+  /// Absent while the attempt runs.
+  std::optional<AttemptEnd> end;
+};
+
+/// An attempt left open by a runner that died; the process behind it may
+/// still be running.
+struct OrphanAttempt {
+  std::int64_t run_number = 0;
+  std::string run_id;
+  std::string step_id;
+  int attempt = 0;
+  std::string executor;
+  std::string handle;
+};
+
+struct RunFilter {
+  std::optional<std::string> workflow;
+  std::optional<RunStatus> status;
+  /// Runs started at or after this time.
+  std::optional<std::int64_t> since_ms;
+  /// 0 = all.
+  int limit = 0;
+};
+
+/// Fields: number, id, workflow_name, workflow_file, workflow_hash, params
+/// (object), status, exit_code, started_ms, ended_ms, duration_ms (null while
+/// running), user, host, git_commit, git_branch (null when not in git),
+/// git_dirty, kiln_version, command_line, runner {host, pid, start_ticks},
+/// steps {total, pending, running, succeeded, failed, skipped, cancelled}.
+void to_json(nlohmann::json& json, const RunRecord& run);
+/// Fields: id, kind, command, needs (array), status, started_ms, ended_ms,
+/// duration_ms, attempts, reason (null when empty).
+void to_json(nlohmann::json& json, const StepRecord& step);
+/// Fields: step, number, pid, executor, handle, started_ms, stdout_path,
+/// stderr_path, and from the end (all null while running): ended_ms,
+/// duration_ms, exit_code, signal (null for none), timed_out, error (null
+/// when empty).
+void to_json(nlohmann::json& json, const AttemptRecord& attempt);
+
+class TrackerStore {
+public:
+  /// The schema version this build writes; stores up to it open.
+  static int schema_version();
+
+  /// The nearest ancestor of `cwd` (inclusive) holding a `.kiln/` directory,
+  /// else `cwd/.kiln`.
+  static std::filesystem::path discover(const std::filesystem::path& cwd);
+  /// Opens `dir/kiln.db`, creating the directory and the file as needed and
+  /// migrating an older schema.
+  static Expected<std::unique_ptr<TrackerStore>> open(const std::filesystem::path& dir);
+
+  TrackerStore(const TrackerStore&) = delete;
+  TrackerStore& operator=(const TrackerStore&) = delete;
+
+  const std::filesystem::path& directory() const { return m_directory; }
+  std::filesystem::path database_file() const { return m_directory / "kiln.db"; }
+
+  /// Inserts the run (status running) and its steps (pending). The id is
+  /// random; the number is the next in the store, safe under concurrency.
+  Expected<RunRecord> create_run(const NewRun& run);
+  /// running sets started_ms (first time only) and clears ended_ms; a
+  /// terminal status sets ended_ms. `reason` replaces the step's reason.
+  Expected<void> set_step_status(std::int64_t run, std::string_view step, StepStatus status,
+                                 std::int64_t at_ms, std::string_view reason = {});
+  /// Records attempt `attempt` (1-based) of the step and raises the step's
+  /// attempt count to it.
+  Expected<void> begin_attempt(std::int64_t run, std::string_view step, int attempt,
+                               const AttemptStart& start);
+  Expected<void> end_attempt(std::int64_t run, std::string_view step, int attempt,
+                             const AttemptEnd& end);
+  Expected<void> finish_run(std::int64_t run, RunStatus status, int exit_code, std::int64_t at_ms);
+
+  /// Newest first.
+  Expected<std::vector<RunRecord>> list_runs(const RunFilter& filter);
+  Expected<RunRecord> run(std::int64_t number);
+  /// "last", a run number ("12"), a full id, or a unique id prefix.
+  Expected<RunRecord> resolve_run(std::string_view ref);
+  /// In file order.
+  Expected<std::vector<StepRecord>> steps(std::int64_t run);
+  /// By step position, then attempt number.
+  Expected<std::vector<AttemptRecord>> attempts(std::int64_t run);
+  /// The workflow file's content as it was when the run started.
+  Expected<std::string> workflow_content(std::int64_t run);
+
+  /// dir/logs/<run id>/<step>.<attempt>.<stream>; stream is "out" or "err".
+  std::filesystem::path log_path(std::string_view run_id, std::string_view step, int attempt,
+                                 std::string_view stream) const;
+
+  /// Runs still `running` whose runner on `host` is no longer alive (per
+  /// `alive`): each is marked crashed (exit_code null, ended at now_ms), its
+  /// running steps failed and its pending steps cancelled with reason
+  /// "runner died", and its open attempts ended with error "runner died".
+  /// Returns the attempts that were open, so the caller can stop what is
+  /// behind them. Runs of other hosts are left alone. Safe when several
+  /// processes recover at once: each run is handled by exactly one.
+  Expected<std::vector<OrphanAttempt>> recover_crashed(
+      const std::string& host, const std::function<bool(const RunnerIdentity&)>& alive,
+      std::int64_t now_ms);
+
+private:
+  TrackerStore(std::filesystem::path directory, sqlite::Database database);
+  Expected<void> migrate();
+  Expected<bool> load_step_counts(RunRecord& run);
+  Error no_run(std::int64_t number) const;
+
+  std::filesystem::path m_directory;
+  sqlite::Database m_database;
+};
+
+} // namespace kiln::core
