@@ -4,6 +4,7 @@
 
 #include <doctest/doctest.h>
 
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -626,6 +627,111 @@ TEST_CASE("eight processes write to one new store at once") {
   CHECK(numbers.size() == static_cast<std::size_t>(k_children));
   CHECK(*numbers.begin() == 1);
   CHECK(*numbers.rbegin() == k_children);
+}
+
+TEST_CASE("a writer killed mid-run leaves a store that opens and recovers") {
+  TempDir temp;
+  fs::path dir = temp.path() / ".kiln";
+  { open_store(dir); }
+  int ready[2];
+  REQUIRE(pipe(ready) == 0);
+  pid_t child = fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    close(ready[0]);
+    Expected<std::unique_ptr<TrackerStore>> opened = TrackerStore::open(dir);
+    if (!opened) {
+      std::_Exit(1);
+    }
+    NewRun run = make_run("w", "box", 2000);
+    run.runner.pid = getpid();
+    Expected<RunRecord> created = (*opened)->create_run(run);
+    if (!created) {
+      std::_Exit(1);
+    }
+    (void)!write(ready[1], "x", 1);
+    for (int s = 0;; s = (s + 1) % 2000) {
+      std::string step = "s" + std::to_string(s);
+      (void)(*opened)->set_step_status(created->number, step, StepStatus::running, s);
+      (void)(*opened)->begin_attempt(created->number, step, 1, AttemptStart{1, "local", "", s, "", ""});
+    }
+  }
+  close(ready[1]);
+  char byte = 0;
+  REQUIRE(read(ready[0], &byte, 1) == 1);
+  close(ready[0]);
+  usleep(20000); // let it get well into its writes
+  kill(child, SIGKILL);
+  int status = 0;
+  REQUIRE(waitpid(child, &status, 0) == child);
+  REQUIRE(WIFSIGNALED(status));
+
+  auto store = open_store(dir);
+  Expected<RunRecord> run = store->resolve_run("last");
+  REQUIRE(run.ok());
+  CHECK(run->status == RunStatus::running);
+  Expected<std::vector<OrphanAttempt>> orphans =
+      store->recover_crashed("box", [](const RunnerIdentity&) { return false; }, 5);
+  REQUIRE(orphans.ok());
+  CHECK_FALSE(orphans->empty());
+  Expected<RunRecord> crashed = store->run(run->number);
+  REQUIRE(crashed.ok());
+  CHECK(crashed->status == RunStatus::crashed);
+  CHECK(crashed->steps.running == 0);
+  CHECK(crashed->steps.pending == 0);
+}
+
+TEST_CASE("concurrent recoveries handle each crashed run once") {
+  TempDir temp;
+  fs::path dir = temp.path() / ".kiln";
+  constexpr int k_runs = 6;
+  {
+    auto store = open_store(dir);
+    for (int i = 0; i < k_runs; ++i) {
+      RunRecord run = create(*store, make_run("w", "box", 2));
+      check(store->set_step_status(run.number, "s0", StepStatus::running, 10));
+      check(store->begin_attempt(run.number, "s0", 1, AttemptStart{1, "local", "h", 10, "", ""}));
+    }
+  }
+  constexpr int k_children = 4;
+  int gate[2];
+  REQUIRE(pipe(gate) == 0);
+  std::vector<pid_t> children;
+  for (int i = 0; i < k_children; ++i) {
+    pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+      close(gate[1]);
+      char byte = 0;
+      (void)!read(gate[0], &byte, 1);
+      Expected<std::unique_ptr<TrackerStore>> opened = TrackerStore::open(dir);
+      if (!opened) {
+        std::_Exit(100);
+      }
+      Expected<std::vector<OrphanAttempt>> orphans =
+          (*opened)->recover_crashed("box", [](const RunnerIdentity&) { return false; }, 20);
+      // The exit status carries how many orphans this process was handed.
+      std::_Exit(orphans ? static_cast<int>(orphans->size()) : 100);
+    }
+    children.push_back(pid);
+  }
+  close(gate[0]);
+  close(gate[1]);
+  int handed_out = 0;
+  for (pid_t child : children) {
+    int status = 0;
+    REQUIRE(waitpid(child, &status, 0) == child);
+    REQUIRE(WIFEXITED(status));
+    REQUIRE(WEXITSTATUS(status) != 100);
+    handed_out += WEXITSTATUS(status);
+  }
+  CHECK(handed_out == k_runs);
+  auto store = open_store(dir);
+  RunFilter crashed;
+  crashed.status = RunStatus::crashed;
+  Expected<std::vector<RunRecord>> runs = store->list_runs(crashed);
+  REQUIRE(runs.ok());
+  CHECK(runs->size() == static_cast<std::size_t>(k_runs));
 }
 
 TEST_CASE("per-call cost (measured, not asserted)") {
