@@ -1,5 +1,5 @@
-#include <cstdio>
-int main() {
-  std::puts("kiln (under construction)");
-  return 0;
+#include "cli/app.hpp"
+
+int main(int argc, char** argv) {
+  return kiln::cli::main(argc, argv);
 }

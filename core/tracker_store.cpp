@@ -532,6 +532,28 @@ Expected<RunRecord> TrackerStore::create_run(const NewRun& new_run) {
 // waits on the busy handler for it, which is what BEGIN IMMEDIATE does for
 // multi-statement transactions, at a third of the statements.
 
+Expected<void> TrackerStore::set_step_commands(std::int64_t run, const std::vector<std::string>& commands) {
+  Expected<Transaction> transaction = m_database.begin(TransactionKind::immediate);
+  if (!transaction) {
+    return Error{transaction.error()};
+  }
+  {
+    Expected<CachedStatement> update =
+        m_database.cached("UPDATE steps SET command = ?3 WHERE run = ?1 AND position = ?2");
+    if (!update) {
+      return Error{update.error()};
+    }
+    for (std::size_t position = 0; position < commands.size(); ++position) {
+      update->bind_all(run, static_cast<std::int64_t>(position), commands[position]);
+      if (Expected<void> done = update->run(); !done) {
+        return done;
+      }
+      update->reset();
+    }
+  }
+  return transaction->commit();
+}
+
 Expected<void> TrackerStore::set_step_status(std::int64_t run, std::string_view step,
                                              StepStatus status, std::int64_t at_ms,
                                              std::string_view reason) {

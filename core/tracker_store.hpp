@@ -210,6 +210,9 @@ public:
   /// Inserts the run (status running) and its steps (pending). The id is
   /// random; the number is the next in the store, safe under concurrency.
   Expected<RunRecord> create_run(const NewRun& run);
+  /// Records each step's resolved command, in file order: the run's id and
+  /// number are known only once it exists, and commands may use them.
+  Expected<void> set_step_commands(std::int64_t run, const std::vector<std::string>& commands);
   /// running sets started_ms (first time only) and clears ended_ms; a
   /// terminal status sets ended_ms. `reason` replaces the step's reason.
   Expected<void> set_step_status(std::int64_t run, std::string_view step, StepStatus status,

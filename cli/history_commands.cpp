@@ -1,0 +1,258 @@
+// Commands that read the store: runs list, runs show, logs.
+
+#include "cli/commands.hpp"
+#include "cli/console.hpp"
+#include "cli/context.hpp"
+#include "core/clock.hpp"
+#include "core/duration.hpp"
+#include "core/tracker_store.hpp"
+
+#include <nlohmann/json.hpp>
+#include <unistd.h>
+
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+
+namespace kiln::cli {
+
+namespace {
+
+std::string duration_of(std::int64_t start, const std::optional<std::int64_t>& end) {
+  if (!end) {
+    return "-";
+  }
+  return format_duration_ms(*end - start);
+}
+
+std::string exit_text(const std::optional<core::AttemptEnd>& end) {
+  if (!end) {
+    return "-";
+  }
+  if (!end->error.empty()) {
+    return end->error;
+  }
+  std::string text;
+  if (end->signal != 0) {
+    const char* name = sigabbrev_np(end->signal);
+    text = name ? std::string("SIG") + name : "signal " + std::to_string(end->signal);
+  } else if (end->exit_code) {
+    text = std::to_string(*end->exit_code);
+  } else {
+    text = "-";
+  }
+  if (end->timed_out) {
+    text += " (timed out)";
+  }
+  return text;
+}
+
+std::string param_text(const nlohmann::json& value) {
+  return value.is_string() ? value.get<std::string>() : value.dump();
+}
+
+} // namespace
+
+int runs_list_command(const GlobalOptions& global, const ListOptions& options) {
+  core::RunFilter filter;
+  if (!options.workflow.empty()) {
+    filter.workflow = options.workflow;
+  }
+  if (!options.status.empty()) {
+    filter.status = core::parse_run_status(options.status);
+  }
+  if (!options.since.empty()) {
+    auto window = core::parse_duration(options.since);
+    if (!window) {
+      std::fprintf(stderr, "kiln: error: --since %s: %s\n", options.since.c_str(), window.error().c_str());
+      return k_exit_usage;
+    }
+    filter.since_ms = core::SystemClock().wall_ms() - window->count();
+  }
+  filter.limit = options.limit;
+  auto store = open_store(global.store);
+  if (!store) {
+    std::fprintf(stderr, "kiln: error: %s\n", store.error().c_str());
+    return k_exit_internal;
+  }
+  auto runs = (*store)->list_runs(filter);
+  if (!runs) {
+    std::fprintf(stderr, "kiln: error: %s\n", runs.error().c_str());
+    return k_exit_internal;
+  }
+  if (options.format == OutputFormat::json) {
+    std::cout << nlohmann::json(*runs).dump(2) << '\n';
+    return k_exit_ok;
+  }
+  if (runs->empty()) {
+    std::printf("no runs recorded in %s\n", (*store)->directory().c_str());
+    return k_exit_ok;
+  }
+  Table table({"#", "ID", "WORKFLOW", "STATUS", "STARTED", "DURATION", "STEPS", "USER"});
+  for (const auto& r : *runs) {
+    const auto& c = r.steps;
+    std::string steps = std::to_string(c.succeeded) + "/" + std::to_string(c.total()) + " ok";
+    if (c.failed > 0) {
+      steps += ", " + std::to_string(c.failed) + " failed";
+    }
+    table.add({std::to_string(r.number), r.id.substr(0, 8), r.workflow_name, std::string(core::to_string(r.status)),
+               format_time(r.started_ms), duration_of(r.started_ms, r.ended_ms), steps, r.user});
+  }
+  table.print(std::cout);
+  return k_exit_ok;
+}
+
+int runs_show_command(const GlobalOptions& global, const std::string& ref, OutputFormat format) {
+  auto store = open_store(global.store);
+  if (!store) {
+    std::fprintf(stderr, "kiln: error: %s\n", store.error().c_str());
+    return k_exit_internal;
+  }
+  auto run = (*store)->resolve_run(ref);
+  if (!run) {
+    std::fprintf(stderr, "kiln: error: %s\n", run.error().c_str());
+    return k_exit_usage;
+  }
+  auto steps = (*store)->steps(run->number);
+  auto attempts = (*store)->attempts(run->number);
+  if (!steps || !attempts) {
+    std::fprintf(stderr, "kiln: error: %s\n", (!steps ? steps.error() : attempts.error()).c_str());
+    return k_exit_internal;
+  }
+  if (format == OutputFormat::json) {
+    nlohmann::json out = *run;
+    out["step_list"] = *steps;
+    out["attempts"] = *attempts;
+    std::cout << out.dump(2) << '\n';
+    return k_exit_ok;
+  }
+  const bool color = detect_terminal(STDOUT_FILENO).color;
+  std::cout << paint("run " + std::to_string(run->number), Style::bold, color) << "  " << run->id << "\n";
+  std::cout << "workflow  " << run->workflow_name << "  " << run->workflow_file << "  sha256:"
+            << run->workflow_hash.substr(0, 12) << "\n";
+  std::cout << "status    " << core::to_string(run->status);
+  if (run->exit_code) {
+    std::cout << " (exit " << *run->exit_code << ")";
+  }
+  std::cout << "\n";
+  std::cout << "started   " << format_time(run->started_ms) << " by " << run->user << "@" << run->host;
+  if (run->ended_ms) {
+    std::cout << ", took " << format_duration_ms(*run->ended_ms - run->started_ms);
+  }
+  std::cout << "\n";
+  if (!run->git_commit.empty()) {
+    std::cout << "git       " << run->git_commit << (run->git_branch.empty() ? "" : " on " + run->git_branch)
+              << (run->git_dirty ? " (dirty)" : "") << "\n";
+  }
+  std::cout << "command   " << run->command_line << "  (kiln " << run->kiln_version << ")\n";
+  if (!run->params.empty()) {
+    std::cout << "params   ";
+    for (const auto& [name, value] : run->params.items()) {
+      std::cout << ' ' << name << '=' << param_text(value);
+    }
+    std::cout << "\n";
+  }
+  std::cout << "\n";
+  Table step_table({"STEP", "KIND", "STATUS", "ATTEMPTS", "DURATION", "EXIT", "REASON"});
+  for (const auto& s : *steps) {
+    std::optional<core::AttemptEnd> last_end;
+    for (const auto& a : *attempts) {
+      if (a.step_id == s.id) {
+        last_end = a.end;
+      }
+    }
+    step_table.add({s.id, s.kind, std::string(core::to_string(s.status)), std::to_string(s.attempts),
+                    s.started_ms ? duration_of(*s.started_ms, s.ended_ms) : "-", exit_text(last_end),
+                    s.reason.empty() ? "" : s.reason});
+  }
+  step_table.print(std::cout);
+  if (!attempts->empty()) {
+    std::cout << "\n";
+    Table attempt_table({"STEP", "ATTEMPT", "PID", "STARTED", "DURATION", "EXIT", "STDOUT"});
+    for (const auto& a : *attempts) {
+      attempt_table.add({a.step_id, std::to_string(a.number), std::to_string(a.start.pid),
+                         format_time(a.start.started_ms),
+                         a.end ? format_duration_ms(a.end->ended_ms - a.start.started_ms) : "running",
+                         exit_text(a.end), a.start.stdout_path});
+    }
+    attempt_table.print(std::cout);
+  }
+  return k_exit_ok;
+}
+
+int logs_command(const GlobalOptions& global, const std::string& ref, const std::string& step, int attempt,
+                 const std::string& stream) {
+  auto store = open_store(global.store);
+  if (!store) {
+    std::fprintf(stderr, "kiln: error: %s\n", store.error().c_str());
+    return k_exit_internal;
+  }
+  auto run = (*store)->resolve_run(ref);
+  if (!run) {
+    std::fprintf(stderr, "kiln: error: %s\n", run.error().c_str());
+    return k_exit_usage;
+  }
+  auto attempts = (*store)->attempts(run->number);
+  if (!attempts) {
+    std::fprintf(stderr, "kiln: error: %s\n", attempts.error().c_str());
+    return k_exit_internal;
+  }
+  // The chosen attempt of each step: the one asked for, else the last.
+  std::vector<const core::AttemptRecord*> chosen;
+  bool step_known = step.empty();
+  for (const auto& a : *attempts) {
+    if (!step.empty() && a.step_id != step) {
+      continue;
+    }
+    step_known = true;
+    if (attempt > 0) {
+      if (a.number == attempt) {
+        chosen.push_back(&a);
+      }
+    } else if (!chosen.empty() && chosen.back()->step_id == a.step_id) {
+      chosen.back() = &a;
+    } else {
+      chosen.push_back(&a);
+    }
+  }
+  if (!step_known) {
+    std::fprintf(stderr, "kiln: error: run %lld has no attempts of a step '%s'; see kiln runs show %lld\n",
+                 static_cast<long long>(run->number), step.c_str(), static_cast<long long>(run->number));
+    return k_exit_usage;
+  }
+  if (chosen.empty()) {
+    if (attempt > 0) {
+      std::fprintf(stderr, "kiln: error: run %lld has no attempt %d%s\n", static_cast<long long>(run->number), attempt,
+                   step.empty() ? "" : (" of step '" + step + "'").c_str());
+      return k_exit_usage;
+    }
+    return k_exit_ok;
+  }
+  const bool headers = chosen.size() > 1 || stream == "both";
+  for (const auto* a : chosen) {
+    for (const auto& [name, path] : {std::pair{std::string("out"), a->start.stdout_path},
+                                     std::pair{std::string("err"), a->start.stderr_path}}) {
+      if (stream != "both" && stream != name) {
+        continue;
+      }
+      std::ifstream in(path, std::ios::binary);
+      if (!in) {
+        std::fprintf(stderr, "kiln: warning: %s: cannot read (removed?)\n", path.c_str());
+        continue;
+      }
+      if (in.peek() == std::ifstream::traits_type::eof()) {
+        continue;
+      }
+      if (headers) {
+        std::cout << "==> " << a->step_id << " attempt " << a->number << " std" << name << " <==\n";
+      }
+      std::cout << in.rdbuf();
+      std::cout.flush();
+    }
+  }
+  return k_exit_ok;
+}
+
+} // namespace kiln::cli

@@ -1,0 +1,364 @@
+// Commands that read a workflow file: validate, plan, graph, run.
+
+#include "cli/commands.hpp"
+#include "cli/console.hpp"
+#include "cli/console_reporter.hpp"
+#include "cli/context.hpp"
+#include "core/hash.hpp"
+#include "core/plan.hpp"
+#include "core/run_recorder.hpp"
+#include "core/scheduler.hpp"
+#include "core/tracker_store.hpp"
+#include "plugins/executors.hpp"
+#include "plugins/process_identity.hpp"
+#include "workflows/workflow_loader.hpp"
+
+#include <nlohmann/json.hpp>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <thread>
+
+extern char** environ;
+
+namespace kiln::cli {
+
+namespace {
+
+std::vector<std::string> process_environment() {
+  std::vector<std::string> env;
+  for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
+    env.emplace_back(*e);
+  }
+  return env;
+}
+
+/// The workflow, or nothing after printing every problem to stderr.
+std::optional<core::Workflow> load(const WorkflowOptions& options) {
+  workflows::Overrides overrides;
+  bool bad = false;
+  for (const auto& p : options.params) {
+    const auto eq = p.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      std::fprintf(stderr, "kiln: error: -p %s: expected NAME=VALUE\n", p.c_str());
+      bad = true;
+      continue;
+    }
+    overrides.emplace_back(p.substr(0, eq), p.substr(eq + 1));
+  }
+  if (bad) {
+    return std::nullopt;
+  }
+  auto result = workflows::load_workflow(options.file, overrides);
+  const bool color = detect_terminal(STDERR_FILENO).color;
+  for (const auto& d : result.diagnostics) {
+    std::fprintf(stderr, "%s\n", workflows::format_diagnostic(d, color).c_str());
+  }
+  if (!result.ok()) {
+    return std::nullopt;
+  }
+  return std::move(result.workflow);
+}
+
+int machine_cpus() {
+  const long n = sysconf(_SC_NPROCESSORS_ONLN);
+  return n > 0 ? static_cast<int>(n) : 1;
+}
+
+nlohmann::json retries_json(const core::RetryPolicy& r) {
+  nlohmann::json on = nlohmann::json::array();
+  if (r.on_failure) {
+    on.push_back("failure");
+  }
+  if (r.on_timeout) {
+    on.push_back("timeout");
+  }
+  for (int code : r.exit_codes) {
+    on.push_back(code);
+  }
+  return {{"limit", r.limit},
+          {"backoff", r.backoff == core::Backoff::exponential ? "exponential" : "fixed"},
+          {"delay_ms", r.delay.count()},
+          {"max_delay_ms", r.max_delay.count()},
+          {"jitter", r.jitter},
+          {"on", on}};
+}
+
+std::string retries_text(const core::RetryPolicy& r) {
+  if (r.limit == 0) {
+    return "-";
+  }
+  return std::to_string(r.limit) + (r.backoff == core::Backoff::exponential ? " exp " : " fixed ") +
+         format_duration_ms(r.delay.count()) + (r.jitter ? "~" : "");
+}
+
+} // namespace
+
+int validate_command(const std::vector<std::string>& files) {
+  int status = k_exit_ok;
+  for (const auto& file : files) {
+    auto workflow = load({file, {}});
+    if (!workflow) {
+      status = k_exit_usage;
+      continue;
+    }
+    std::printf("%s: ok (%zu steps)\n", file.c_str(), workflow->steps.size());
+  }
+  return status;
+}
+
+int plan_command(const WorkflowOptions& options, OutputFormat format) {
+  auto workflow = load(options);
+  if (!workflow) {
+    return k_exit_usage;
+  }
+  core::PlanContext context;
+  context.run_id = "<run-id>";
+  context.store_dir = "<store>";
+  context.process_env = process_environment();
+  auto plan = core::make_plan(*workflow, context);
+  if (!plan) {
+    std::fprintf(stderr, "%s\n", plan.error().c_str());
+    return k_exit_usage;
+  }
+  if (format == OutputFormat::json) {
+    nlohmann::json steps = nlohmann::json::array();
+    for (int index : plan->order) {
+      const auto& s = plan->steps[index];
+      nlohmann::json needs = nlohmann::json::array();
+      for (int n : s.needs) {
+        needs.push_back(plan->steps[n].id);
+      }
+      steps.push_back({{"id", s.id},
+                       {"kind", core::to_string(s.kind)},
+                       {"needs", needs},
+                       {"command", s.display_command},
+                       {"argv", s.argv},
+                       {"workdir", s.workdir},
+                       {"timeout_ms", s.timeout ? nlohmann::json(s.timeout->count()) : nlohmann::json()},
+                       {"kill_after_ms", s.kill_after.count()},
+                       {"retries", retries_json(s.retries)},
+                       {"cpus", s.cpus},
+                       {"priority", s.priority}});
+    }
+    nlohmann::json params = nlohmann::json::object();
+    for (const auto& p : workflow->params) {
+      params[p.name] = {{"type", core::to_string(p.type)}, {"value", p.value}};
+    }
+    nlohmann::json out{{"workflow", workflow->name}, {"file", workflow->file}, {"params", params}, {"steps", steps}};
+    std::cout << out.dump(2) << '\n';
+    return k_exit_ok;
+  }
+  Table table({"#", "STEP", "KIND", "NEEDS", "TIMEOUT", "RETRIES", "CPUS", "COMMAND"});
+  int n = 0;
+  for (int index : plan->order) {
+    const auto& s = plan->steps[index];
+    std::string needs;
+    for (int d : s.needs) {
+      needs += (needs.empty() ? "" : ",") + plan->steps[d].id;
+    }
+    table.add({std::to_string(++n), s.id, std::string(core::to_string(s.kind)), needs.empty() ? "-" : needs,
+               s.timeout ? format_duration_ms(s.timeout->count()) : "-", retries_text(s.retries),
+               std::to_string(s.cpus), s.display_command});
+  }
+  std::cout << workflow->name << ": " << plan->steps.size() << " steps";
+  if (!workflow->params.empty()) {
+    std::cout << "; params:";
+    for (const auto& p : workflow->params) {
+      std::cout << ' ' << p.name << '=' << p.value;
+    }
+  }
+  std::cout << "\n\n";
+  table.print(std::cout);
+  return k_exit_ok;
+}
+
+int graph_command(const WorkflowOptions& options, const std::string& format) {
+  auto workflow = load(options);
+  if (!workflow) {
+    return k_exit_usage;
+  }
+  auto quote = [](const std::string& s) {
+    std::string out = "\"";
+    for (char c : s) {
+      if (c == '"' || c == '\\') {
+        out += '\\';
+      }
+      out += c;
+    }
+    return out + "\"";
+  };
+  if (format == "mermaid") {
+    std::cout << "flowchart LR\n";
+    for (std::size_t i = 0; i < workflow->steps.size(); ++i) {
+      const auto& s = workflow->steps[i];
+      std::cout << "  s" << i << "[\"" << s.id << " (" << core::to_string(s.kind) << ")\"]\n";
+    }
+    for (std::size_t i = 0; i < workflow->steps.size(); ++i) {
+      for (const auto& need : workflow->steps[i].needs) {
+        for (std::size_t j = 0; j < workflow->steps.size(); ++j) {
+          if (workflow->steps[j].id == need) {
+            std::cout << "  s" << j << " --> s" << i << '\n';
+          }
+        }
+      }
+    }
+    return k_exit_ok;
+  }
+  std::cout << "digraph " << quote(workflow->name) << " {\n  rankdir=LR;\n  node [shape=box];\n";
+  for (const auto& s : workflow->steps) {
+    std::cout << "  " << quote(s.id) << " [label=" << quote(s.id + "\\n" + std::string(core::to_string(s.kind)))
+              << "];\n";
+  }
+  for (const auto& s : workflow->steps) {
+    for (const auto& need : s.needs) {
+      std::cout << "  " << quote(need) << " -> " << quote(s.id) << ";\n";
+    }
+  }
+  std::cout << "}\n";
+  return k_exit_ok;
+}
+
+int run_command(const GlobalOptions& global, const RunOptions& options, int argc, char** argv) {
+  auto workflow = load(options.workflow);
+  if (!workflow) {
+    return k_exit_usage;
+  }
+  const auto environment = process_environment();
+  // Catch template errors (an unset env.X) before anything is recorded.
+  {
+    core::PlanContext probe{"00000000000000000000000000000000", 0, "", environment};
+    if (auto plan = core::make_plan(*workflow, probe); !plan) {
+      std::fprintf(stderr, "%s\n", plan.error().c_str());
+      return k_exit_usage;
+    }
+  }
+  auto store = open_store(global.store);
+  if (!store) {
+    std::fprintf(stderr, "kiln: error: %s\n", store.error().c_str());
+    return k_exit_internal;
+  }
+  // From here on SIGINT and SIGTERM are events of the loop, not deaths.
+  auto executor = plugins::make_executor(options.executor);
+  if (!executor) {
+    std::fprintf(stderr, "kiln: error: no executor named '%s'\n", options.executor.c_str());
+    return k_exit_usage;
+  }
+  const core::SystemClock clock;
+
+  core::NewRun new_run;
+  new_run.workflow_name = workflow->name;
+  new_run.workflow_file = std::filesystem::absolute(workflow->file).lexically_normal().string();
+  new_run.workflow_hash = workflow->content_hash;
+  new_run.workflow_content = workflow->content;
+  for (const auto& p : workflow->params) {
+    switch (p.type) {
+    case core::ParamType::integer: new_run.params[p.name] = std::stoll(p.value); break;
+    case core::ParamType::floating: new_run.params[p.name] = std::stod(p.value); break;
+    case core::ParamType::boolean: new_run.params[p.name] = p.value == "true"; break;
+    case core::ParamType::string: new_run.params[p.name] = p.value; break;
+    }
+  }
+  new_run.user = current_user();
+  new_run.host = plugins::host_name();
+  if (auto git = git_info(workflow->directory)) {
+    new_run.git_commit = git->commit;
+    new_run.git_branch = git->branch;
+    new_run.git_dirty = git->dirty;
+  }
+  new_run.kiln_version = KILN_VERSION;
+  new_run.command_line = command_line(argc, argv);
+  new_run.runner = {new_run.host, static_cast<std::int64_t>(getpid()), plugins::self_start_ticks()};
+  new_run.started_ms = clock.wall_ms();
+  for (const auto& s : workflow->steps) {
+    new_run.steps.push_back({s.id, std::string(core::to_string(s.kind)), {}, s.needs});
+  }
+  auto run = (*store)->create_run(new_run);
+  if (!run) {
+    std::fprintf(stderr, "kiln: error: %s\n", run.error().c_str());
+    return k_exit_internal;
+  }
+
+  core::PlanContext context{run->id, run->number, (*store)->directory().string(), environment};
+  auto plan = core::make_plan(*workflow, context);
+  if (!plan) {
+    // Only possible if the environment changed under us; record it honestly.
+    std::fprintf(stderr, "%s\n", plan.error().c_str());
+    (void)(*store)->finish_run(run->number, core::RunStatus::failed, k_exit_usage, clock.wall_ms());
+    return k_exit_usage;
+  }
+  {
+    std::vector<std::string> commands;
+    for (const auto& s : plan->steps) {
+      commands.push_back(s.display_command);
+    }
+    if (auto recorded = (*store)->set_step_commands(run->number, commands); !recorded) {
+      std::fprintf(stderr, "kiln: warning: %s\n", recorded.error().c_str());
+    }
+  }
+  const auto log_dir = (*store)->log_path(run->id, "x", 1, "out").parent_path();
+  std::error_code ec;
+  std::filesystem::create_directories(log_dir, ec);
+  if (ec) {
+    std::fprintf(stderr, "kiln: error: cannot create %s: %s\n", log_dir.c_str(), ec.message().c_str());
+    (void)(*store)->finish_run(run->number, core::RunStatus::failed, k_exit_internal, clock.wall_ms());
+    return k_exit_internal;
+  }
+
+  const Terminal terminal = detect_terminal(STDOUT_FILENO);
+  std::printf("kiln: run %lld of %s (%s): %zu steps\n", static_cast<long long>(run->number), workflow->name.c_str(),
+              run->id.c_str(), plan->steps.size());
+  std::fflush(stdout);
+
+  core::RunRecorder recorder(**store, *plan, run->number, std::string(executor->name()));
+  ConsoleReporter console(*plan, run->number, clock, terminal, stdout);
+  core::ObserverList observers({&recorder, &console});
+  core::SchedulerOptions scheduler_options;
+  scheduler_options.jobs = options.jobs > 0 ? options.jobs : machine_cpus();
+  scheduler_options.cpus = machine_cpus();
+  scheduler_options.keep_going = options.keep_going ? core::KeepGoing::yes : core::KeepGoing::no;
+  scheduler_options.seed = std::hash<std::string>{}(run->id);
+  auto& store_ref = **store;
+  const std::string run_id = run->id;
+  core::Scheduler scheduler(
+      *plan, *executor, clock, observers,
+      [&](int step, int attempt) {
+        const auto& id = plan->steps[step].id;
+        return std::pair{store_ref.log_path(run_id, id, attempt, "out").string(),
+                         store_ref.log_path(run_id, id, attempt, "err").string()};
+      },
+      scheduler_options);
+  const auto result = scheduler.run();
+  console.finish();
+
+  int exit_code = result.exit_code;
+  if (auto finished = store_ref.finish_run(run->number, result.status, exit_code, clock.wall_ms()); !finished) {
+    std::fprintf(stderr, "kiln: error: %s\n", finished.error().c_str());
+    exit_code = exit_code == 0 ? k_exit_internal : exit_code;
+  }
+  for (const auto& error : recorder.errors()) {
+    std::fprintf(stderr, "kiln: warning: not recorded: %s\n", error.c_str());
+  }
+
+  std::map<core::StepStatus, int> counts;
+  for (auto s : result.steps) {
+    ++counts[s];
+  }
+  std::string summary;
+  for (auto [status, count] : counts) {
+    summary += (summary.empty() ? "" : ", ") + std::to_string(count) + " " + std::string(core::to_string(status));
+  }
+  const auto elapsed = clock.wall_ms() - new_run.started_ms;
+  const std::string verdict = std::string(core::to_string(result.status));
+  std::printf("kiln: run %lld %s in %s (%s)\n", static_cast<long long>(run->number),
+              paint(verdict, result.status == core::RunStatus::succeeded ? Style::green : Style::red, terminal.color)
+                  .c_str(),
+              format_duration_ms(elapsed).c_str(), summary.c_str());
+  std::printf("kiln: recorded in %s; see: kiln runs show %lld\n", store_ref.database_file().c_str(),
+              static_cast<long long>(run->number));
+  return exit_code;
+}
+
+} // namespace kiln::cli

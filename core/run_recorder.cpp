@@ -1,0 +1,96 @@
+#include "core/run_recorder.hpp"
+
+namespace kiln::core {
+
+RunRecorder::RunRecorder(TrackerStore& store, const Plan& plan, std::int64_t run_number, std::string executor)
+    : m_store(store), m_plan(plan), m_run(run_number), m_executor(std::move(executor)) {}
+
+void RunRecorder::check(const Expected<void>& result) {
+  if (!result) {
+    m_errors.push_back(result.error());
+  }
+}
+
+void RunRecorder::step_started(int step, std::int64_t at_ms) {
+  check(m_store.set_step_status(m_run, m_plan.steps[step].id, StepStatus::running, at_ms));
+}
+
+void RunRecorder::attempt_started(int step, int attempt, const LaunchSpec& spec, const JobStarted& job,
+                                  std::int64_t at_ms) {
+  AttemptStart start;
+  start.pid = job.pid;
+  start.executor = m_executor;
+  start.handle = job.handle;
+  start.started_ms = at_ms;
+  start.stdout_path = spec.stdout_path;
+  start.stderr_path = spec.stderr_path;
+  check(m_store.begin_attempt(m_run, m_plan.steps[step].id, attempt, start));
+}
+
+void RunRecorder::attempt_finished(int step, int attempt, const AttemptOutcome& outcome, std::int64_t at_ms,
+                                   std::optional<Millis> /*retry_in*/) {
+  AttemptEnd end;
+  end.exit_code = outcome.exit_code;
+  end.signal = outcome.signal;
+  end.timed_out = outcome.timed_out;
+  end.ended_ms = at_ms;
+  end.error = outcome.error;
+  check(m_store.end_attempt(m_run, m_plan.steps[step].id, attempt, end));
+}
+
+void RunRecorder::step_finished(int step, StepStatus status, const std::string& reason, std::int64_t at_ms) {
+  check(m_store.set_step_status(m_run, m_plan.steps[step].id, status, at_ms, reason));
+}
+
+void ObserverList::step_started(int step, std::int64_t at_ms) {
+  for (auto* o : m_observers) {
+    o->step_started(step, at_ms);
+  }
+}
+
+void ObserverList::attempt_started(int step, int attempt, const LaunchSpec& spec, const JobStarted& job,
+                                   std::int64_t at_ms) {
+  for (auto* o : m_observers) {
+    o->attempt_started(step, attempt, spec, job, at_ms);
+  }
+}
+
+void ObserverList::attempt_finished(int step, int attempt, const AttemptOutcome& outcome, std::int64_t at_ms,
+                                    std::optional<Millis> retry_in) {
+  for (auto* o : m_observers) {
+    o->attempt_finished(step, attempt, outcome, at_ms, retry_in);
+  }
+}
+
+void ObserverList::step_finished(int step, StepStatus status, const std::string& reason, std::int64_t at_ms) {
+  for (auto* o : m_observers) {
+    o->step_finished(step, status, reason, at_ms);
+  }
+}
+
+void ObserverList::interrupted(int signal, int count) {
+  for (auto* o : m_observers) {
+    o->interrupted(signal, count);
+  }
+}
+
+std::optional<TimePoint> ObserverList::next_refresh() const {
+  std::optional<TimePoint> nearest;
+  for (auto* o : m_observers) {
+    auto t = o->next_refresh();
+    if (t && (!nearest || *t < *nearest)) {
+      nearest = t;
+    }
+  }
+  return nearest;
+}
+
+void ObserverList::refresh(TimePoint now) {
+  for (auto* o : m_observers) {
+    if (auto t = o->next_refresh(); t && *t <= now) {
+      o->refresh(now);
+    }
+  }
+}
+
+} // namespace kiln::core

@@ -1,0 +1,59 @@
+#pragma once
+// Records a running plan in the tracker store: every state change the
+// scheduler reports becomes one committed write, so a runner killed at any
+// moment leaves the truth up to that moment.
+
+#include "core/plan.hpp"
+#include "core/scheduler.hpp"
+#include "core/tracker_store.hpp"
+
+#include <string>
+#include <vector>
+
+namespace kiln::core {
+
+class RunRecorder final : public RunObserver {
+public:
+  RunRecorder(TrackerStore& store, const Plan& plan, std::int64_t run_number, std::string executor);
+
+  void step_started(int step, std::int64_t at_ms) override;
+  void attempt_started(int step, int attempt, const LaunchSpec& spec, const JobStarted& job,
+                       std::int64_t at_ms) override;
+  void attempt_finished(int step, int attempt, const AttemptOutcome& outcome, std::int64_t at_ms,
+                        std::optional<Millis> retry_in) override;
+  void step_finished(int step, StepStatus status, const std::string& reason, std::int64_t at_ms) override;
+
+  /// Writes that failed (disk full, say); the run goes on regardless and
+  /// the caller reports these.
+  const std::vector<std::string>& errors() const { return m_errors; }
+
+private:
+  void check(const Expected<void>& result);
+
+  TrackerStore& m_store;
+  const Plan& m_plan;
+  std::int64_t m_run;
+  std::string m_executor;
+  std::vector<std::string> m_errors;
+};
+
+/// Fans every event out to several observers, in order.
+class ObserverList final : public RunObserver {
+public:
+  explicit ObserverList(std::vector<RunObserver*> observers) : m_observers(std::move(observers)) {}
+
+  void step_started(int step, std::int64_t at_ms) override;
+  void attempt_started(int step, int attempt, const LaunchSpec& spec, const JobStarted& job,
+                       std::int64_t at_ms) override;
+  void attempt_finished(int step, int attempt, const AttemptOutcome& outcome, std::int64_t at_ms,
+                        std::optional<Millis> retry_in) override;
+  void step_finished(int step, StepStatus status, const std::string& reason, std::int64_t at_ms) override;
+  void interrupted(int signal, int count) override;
+  std::optional<TimePoint> next_refresh() const override;
+  void refresh(TimePoint now) override;
+
+private:
+  std::vector<RunObserver*> m_observers;
+};
+
+} // namespace kiln::core

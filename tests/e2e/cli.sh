@@ -1,0 +1,65 @@
+# The commands around a run: version, help, validate, plan, graph, usage errors.
+source "$(dirname "$0")/lib.sh"
+cp -r "$KILN_SOURCE/examples/iris" iris
+
+expect_exit 0 "$KILN" --version
+expect_output "kiln 0."
+expect_exit 0 "$KILN" help
+expect_output "validate"
+expect_exit 0 "$KILN" help run
+expect_output "--keep-going"
+expect_exit 0 "$KILN" run --help
+expect_output "--jobs"
+expect_exit 2 "$KILN" frobnicate
+expect_exit 2 "$KILN" run
+expect_exit 2 "$KILN" run iris/workflow.yaml -p C
+expect_output "expected NAME=VALUE"
+
+expect_exit 0 "$KILN" validate iris/workflow.yaml "$KILN_SOURCE/examples/quickstart/workflow.yaml"
+expect_output "iris/workflow.yaml: ok (4 steps)"
+
+cat > bad.yaml <<'YAML'
+name: bad
+steps:
+  a:
+    run: echo a
+    neds: [b]
+  b:
+    needs: [a]
+    run: echo b
+    timeout: 5 minutes
+YAML
+expect_exit 2 "$KILN" validate bad.yaml
+expect_output "bad.yaml:5:5: error:"
+expect_output "did you mean 'needs'?"
+expect_output "bad.yaml:9:14: error:"
+# run refuses the same file, and records nothing.
+expect_exit 2 "$KILN" run bad.yaml
+[ ! -e .kiln/kiln.db ] || fail "an invalid workflow created a store"
+expect_exit 2 "$KILN" run iris/workflow.yaml -p C=abc
+expect_output "'abc'"
+expect_exit 2 "$KILN" run iris/workflow.yaml -p Cc=1
+expect_output "did you mean 'C'?"
+
+expect_exit 0 "$KILN" plan iris/workflow.yaml -p C=0.25 --output json
+expect_json '[s["id"] for s in d["steps"]]' "['prepare', 'train', 'evaluate', 'predict']"
+expect_json 'd["steps"][1]["argv"][:6]' "['/usr/bin/python3', 'train.py', '--data', 'data/train.csv', '--C', '0.25']"
+expect_json 'd["steps"][1]["retries"]["limit"]' 3
+expect_json 'd["steps"][0]["retries"]["limit"]' 2
+expect_json 'd["steps"][0]["retries"]["backoff"]' exponential
+expect_json 'd["steps"][1]["timeout_ms"]' 1800000
+expect_json 'd["steps"][2]["timeout_ms"]' 600000
+expect_exit 0 "$KILN" plan iris/workflow.yaml
+expect_output "train.py --data data/train.csv --C 1.0"
+
+expect_exit 0 "$KILN" graph iris/workflow.yaml
+expect_output '"prepare" -> "train";'
+expect_exit 0 "$KILN" graph iris/workflow.yaml --format mermaid
+expect_output "flowchart LR"
+expect_output "s0 --> s1"
+
+# Off a terminal there is no colour and no status line, only plain lines.
+expect_exit 0 "$KILN" run "$KILN_SOURCE/examples/quickstart/workflow.yaml"
+cat "$work/out" "$work/err" | grep -q $'\033' && fail "escape codes in output off a terminal"
+expect_output "[1/3]"
+true
