@@ -23,7 +23,6 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -394,6 +393,7 @@ private:
   void check_graph(Workflow& workflow);
   std::vector<int> trains_upstream(int step, const Workflow& workflow);
   std::string suggest_step(std::string_view word);
+  Names param_names() const { return Names(m_param_names.begin(), m_param_names.end()); }
 
   const SourceMap& m_source;
   const std::string& m_path;
@@ -403,10 +403,13 @@ private:
 
   /// Declared params in file order (also those with errors, to avoid
   /// cascading "undefined parameter" reports) and whether each has a value.
-  Names m_param_names;
+  /// Owned: -p overrides are checked after the tree is freed.
+  std::vector<std::string> m_param_names;
   std::vector<char> m_param_has_value;
   std::vector<char> m_param_broken;
 
+  /// Views into the YAML tree: valid only inside load(), which is where all
+  /// step lookups happen.
   Names m_step_ids;
   std::unordered_map<std::string_view, int> m_step_index;
   std::vector<StepInfo> m_infos;
@@ -612,7 +615,7 @@ void Loader::check_templates(const Node& scalar) {
                 (hint.empty() ? "; use " + one_of(namespaces) : hint));
     } else if (ref.ns == "params") {
       if (std::find(m_param_names.begin(), m_param_names.end(), ref.name) == m_param_names.end()) {
-        const std::string hint = did_you_mean(ref.name, m_param_names);
+        const std::string hint = did_you_mean(ref.name, param_names());
         error(offset, length,
               "undefined parameter '" + ref.name + "'" +
                   (hint.empty() ? (m_param_names.empty() ? "; declare it under 'params:'" : "") : hint));
@@ -1280,9 +1283,10 @@ void Loader::apply_overrides(const Overrides& overrides, Workflow& workflow) {
       if (m_param_names.empty()) {
         error_unplaced(prefix + "unknown parameter '" + name + "'; the workflow declares no parameters");
       } else {
-        const std::string hint = did_you_mean(name, m_param_names);
+        const Names names = param_names();
+        const std::string hint = did_you_mean(name, names);
         error_unplaced(prefix + "unknown parameter '" + name + "'" +
-                       (hint.empty() ? "; declared: " + join(m_param_names, ", ") : hint));
+                       (hint.empty() ? "; declared: " + join(names, ", ") : hint));
       }
       continue;
     }
@@ -1363,7 +1367,12 @@ core::Expected<std::string> canonical_param_value(ParamType type, std::string_vi
   return std::string(text);
 }
 
-LoadResult parse_workflow(std::string_view text, const std::string& path, const Overrides& overrides) {
+namespace {
+
+// `owned`, when given, holds `text` and is moved into Workflow::content
+// instead of copied: a 10,000-step file is about a megabyte.
+LoadResult parse_text(std::string_view text, const std::string& path, const Overrides& overrides,
+                      std::string* owned) {
   LoadResult result;
   Workflow workflow;
   workflow.file = path;
@@ -1422,11 +1431,17 @@ LoadResult parse_workflow(std::string_view text, const std::string& path, const 
   loader.check_required_params(workflow);
   result.diagnostics = loader.take_diagnostics();
   if (result.diagnostics.empty()) {
-    workflow.content = std::string(text);
     workflow.content_hash = core::sha256_hex(text);
+    workflow.content = owned != nullptr ? std::move(*owned) : std::string(text);
     result.workflow = std::move(workflow);
   }
   return result;
+}
+
+} // namespace
+
+LoadResult parse_workflow(std::string_view text, const std::string& path, const Overrides& overrides) {
+  return parse_text(text, path, overrides, nullptr);
 }
 
 LoadResult load_workflow(const std::string& path, const Overrides& overrides) {
@@ -1446,12 +1461,19 @@ LoadResult load_workflow(const std::string& path, const Overrides& overrides) {
   if (!in) {
     return fail(std::string("cannot read the workflow: ") + std::strerror(errno));
   }
-  std::ostringstream content;
-  content << in.rdbuf();
+  std::string content;
+  char buffer[65536];
+  while (in.read(buffer, sizeof buffer) || in.gcount() > 0) {
+    content.append(buffer, static_cast<std::size_t>(in.gcount()));
+    if (content.size() > k_max_file_size) {
+      return fail("the file is too large (over 64 MiB)");
+    }
+  }
   if (in.bad()) {
     return fail(std::string("cannot read the workflow: ") + std::strerror(errno));
   }
-  return parse_workflow(content.str(), path, overrides);
+  const std::string_view text = content;
+  return parse_text(text, path, overrides, &content);
 }
 
 } // namespace kiln::workflows
