@@ -5,6 +5,11 @@
 // duplicate keys, aliases, merge keys, unknown tags and extra documents as
 // it goes, and drops the offending entries so later checks do not cascade.
 // This is the only file pair that includes yaml-cpp.
+//
+// Cost: yaml-cpp's scanner dominates loading (about 80 ms of CPU for a
+// 900 KB, 10,000-step file; the tree and validation add about 20 ms).
+// libyaml produces the same events with marks and scalar styles about 7x
+// faster; swapping it in would touch only yaml_tree.cpp and the link line.
 
 #include <cstdint>
 #include <optional>

