@@ -18,6 +18,7 @@
 #include <charconv>
 #include <chrono>
 #include <cstdlib>
+#include <ctime>
 #include <system_error>
 #include <thread>
 
@@ -115,7 +116,7 @@ int above_stdio(int fd) {
 }
 
 int open_output(const std::string& path) {
-  int fd;
+  int fd = -1;
   do {
     fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOCTTY, 0644);
   } while (fd < 0 && errno == EINTR);
@@ -135,6 +136,27 @@ const char* env_path(const std::vector<std::string>& env) {
   }
   const char* own = std::getenv("PATH");
   return own != nullptr ? own : "/usr/local/bin:/usr/bin:/bin";
+}
+
+// Field 22 of /proc/<pid>/stat is the time of the fork on CLOCK_BOOTTIME,
+// floored to clock ticks (proc(5)). A tick read on the same clock before and
+// after posix_spawn brackets the fork; when both reads agree, that is the
+// child's start tick and the /proc read, the largest cost of start() after
+// the spawn itself, is skipped. 0 when the tick does not divide a second.
+std::int64_t tick_nanoseconds() {
+  static const std::int64_t nanoseconds = [] {
+    const long hz = ::sysconf(_SC_CLK_TCK);
+    return hz > 0 && 1'000'000'000 % hz == 0 ? 1'000'000'000 / hz : 0;
+  }();
+  return nanoseconds;
+}
+
+std::int64_t boot_tick(std::int64_t tick_ns) {
+  timespec now = {};
+  if (tick_ns == 0 || ::clock_gettime(CLOCK_BOOTTIME, &now) != 0) {
+    return -1;
+  }
+  return (static_cast<std::int64_t>(now.tv_sec) * 1'000'000'000 + now.tv_nsec) / tick_ns;
 }
 
 void throw_errno(const char* what) {
@@ -183,14 +205,15 @@ LocalExecutor::~LocalExecutor() {
     ::kill(-job.pid, SIGKILL);
   }
   for (const Job& job : m_running) {
-    int status;
+    int status = 0;
     while (::waitpid(job.pid, &status, 0) < 0 && errno == EINTR) {
     }
   }
   ::close(m_signal_fd);
   ::close(m_dev_null);
-  // Disposition first: a SIGCHLD still pending is then dropped, not
-  // delivered to the old handler for a child that is not its own.
+  // A signal still pending meets the restored disposition as if it arrived
+  // now: a SIGCHLD is only a hint, and a stop request that wait() never
+  // returned takes the effect it would have had without us.
   ::sigaction(SIGCHLD, &m_old_sigchld, nullptr);
   ::pthread_sigmask(SIG_SETMASK, &m_old_mask, nullptr);
 }
@@ -203,6 +226,7 @@ bool LocalExecutor::resolve_command(const core::LaunchSpec& spec) {
     return true;
   }
   if (command.empty()) {
+    m_program.clear();
     return false;
   }
   // Like execvp, but on the job's PATH, and with relative entries (an empty
@@ -223,6 +247,7 @@ bool LocalExecutor::resolve_command(const core::LaunchSpec& spec) {
       return true;
     }
     if (colon == std::string_view::npos) {
+      m_program.clear();
       return false;
     }
     path.remove_prefix(colon + 1);
@@ -245,6 +270,12 @@ core::Error LocalExecutor::start_error(const core::LaunchSpec& spec, int error) 
     }
   }
   if (error == ENOENT) {
+    // m_program still names the file posix_spawn was given.
+    const std::string program =
+      m_program.starts_with('/') || spec.workdir.empty() ? m_program : spec.workdir + "/" + m_program;
+    if (!m_program.empty() && ::access(program.c_str(), F_OK) == 0) {
+      return core::Error{"cannot run " + spec.argv.front() + ": its interpreter was not found"};
+    }
     return core::Error{"command not found: " + spec.argv.front()};
   }
   return core::Error{"cannot run " + spec.argv.front() + ": " + error_text(error)};
@@ -290,23 +321,27 @@ core::Expected<core::JobStarted> LocalExecutor::start(const core::LaunchSpec& sp
   }
   m_envp.push_back(nullptr);
 
+  const std::int64_t tick_ns = tick_nanoseconds();
+  const std::int64_t tick_before = boot_tick(tick_ns);
   pid_t pid = 0;
   const int error =
     ::posix_spawn(&pid, m_program.c_str(), actions.get(), spawn_attributes().get(), m_argv.data(), m_envp.data());
   if (error != 0) {
     return start_error(spec, error);
   }
+  const std::int64_t tick_after = boot_tick(tick_ns);
 
   const core::JobId id = m_next_id++;
   m_running.push_back(Job{id, pid});
 
   // The child cannot be reaped before we read its stat: only wait() reaps.
-  char buffer[64] = "local:";
-  char* end = buffer + 6;
-  end = std::to_chars(end, buffer + sizeof(buffer), pid).ptr;
-  *end++ = ':';
-  end = std::to_chars(end, buffer + sizeof(buffer), process_start_ticks(pid)).ptr;
-  return core::JobStarted{id, pid, std::string(buffer, end)};
+  const std::int64_t start_ticks =
+    tick_before >= 0 && tick_before == tick_after ? tick_before : process_start_ticks(pid);
+  std::string handle = "local:";
+  handle += std::to_string(pid);
+  handle += ':';
+  handle += std::to_string(start_ticks);
+  return core::JobStarted{id, pid, std::move(handle)};
 }
 
 void LocalExecutor::stop(core::JobId id, core::StopMode mode) {

@@ -29,7 +29,8 @@ public:
   /// Throws std::system_error if the signalfd or /dev/null cannot be opened.
   LocalExecutor();
   /// SIGKILLs the process group of every job still running, reaps them, and
-  /// restores the signal mask and SIGCHLD disposition it found.
+  /// restores the signal mask and SIGCHLD disposition it found. A stop
+  /// signal that arrived but was not returned by wait() is then delivered.
   ~LocalExecutor() override;
   LocalExecutor(const LocalExecutor&) = delete;
   LocalExecutor& operator=(const LocalExecutor&) = delete;

@@ -35,7 +35,7 @@ bool read_proc_stat(std::int64_t pid, ProcStat& out) {
     return false;
   }
   char buffer[1024];
-  ssize_t n;
+  ssize_t n = 0;
   do {
     n = ::read(fd, buffer, sizeof(buffer));
   } while (n < 0 && errno == EINTR);
