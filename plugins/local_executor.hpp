@@ -40,7 +40,11 @@ public:
   /// own working directory), before the child changes to spec.workdir; the
   /// same path for both gives one shared file offset.
   core::Expected<core::JobStarted> start(const core::LaunchSpec& spec) override;
+  /// A job already reaped, or unknown, is left alone.
   void stop(core::JobId id, core::StopMode mode) override;
+  /// Also returns at once with what is already there (exits reaped, stop
+  /// signals pending), even past the deadline. A stop signal sent twice
+  /// before wait() reads it counts once: standard signals do not queue.
   core::WaitResult wait(std::optional<core::TimePoint> deadline) override;
 
   /// Jobs started and not yet reaped.
