@@ -67,7 +67,7 @@ int machine_cpus() {
   return n > 0 ? static_cast<int>(n) : 1;
 }
 
-nlohmann::json retries_json(const core::RetryPolicy& r) {
+nlohmann::ordered_json retries_json(const core::RetryPolicy& r) {
   nlohmann::json on = nlohmann::json::array();
   if (r.on_failure) {
     on.push_back("failure");
@@ -124,31 +124,43 @@ int plan_command(const WorkflowOptions& options, OutputFormat format) {
     return k_exit_usage;
   }
   if (format == OutputFormat::json) {
-    nlohmann::json steps = nlohmann::json::array();
+    // Streamed a step at a time: a 10,000-step plan as one document would
+    // cost tens of megabytes.
+    nlohmann::json params = nlohmann::json::object();
+    for (const auto& p : workflow->params) {
+      params[p.name] = {{"type", core::to_string(p.type)}, {"value", p.value}};
+    }
+    std::string out = "{\n  \"workflow\": " + nlohmann::json(workflow->name).dump() +
+                      ",\n  \"file\": " + nlohmann::json(workflow->file).dump() + ",\n  \"params\": " +
+                      params.dump() + ",\n  \"steps\": [";
+    bool first = true;
     for (int index : plan->order) {
       const auto& s = plan->steps[index];
       nlohmann::json needs = nlohmann::json::array();
       for (int n : s.needs) {
         needs.push_back(plan->steps[n].id);
       }
-      steps.push_back({{"id", s.id},
-                       {"kind", core::to_string(s.kind)},
-                       {"needs", needs},
-                       {"command", s.display_command},
-                       {"argv", s.argv},
-                       {"workdir", s.workdir},
-                       {"timeout_ms", s.timeout ? nlohmann::json(s.timeout->count()) : nlohmann::json()},
-                       {"kill_after_ms", s.kill_after.count()},
-                       {"retries", retries_json(s.retries)},
-                       {"cpus", s.cpus},
-                       {"priority", s.priority}});
+      const nlohmann::ordered_json step{{"id", s.id},
+                                {"kind", core::to_string(s.kind)},
+                                {"needs", std::move(needs)},
+                                {"command", s.display_command},
+                                {"argv", s.argv},
+                                {"workdir", s.workdir},
+                                {"timeout_ms", s.timeout ? nlohmann::json(s.timeout->count()) : nlohmann::json()},
+                                {"kill_after_ms", s.kill_after.count()},
+                                {"retries", retries_json(s.retries)},
+                                {"cpus", s.cpus},
+                                {"priority", s.priority}};
+      out += first ? "\n    " : ",\n    ";
+      first = false;
+      out += step.dump();
+      if (out.size() > (1 << 16)) {
+        std::fwrite(out.data(), 1, out.size(), stdout);
+        out.clear();
+      }
     }
-    nlohmann::json params = nlohmann::json::object();
-    for (const auto& p : workflow->params) {
-      params[p.name] = {{"type", core::to_string(p.type)}, {"value", p.value}};
-    }
-    nlohmann::json out{{"workflow", workflow->name}, {"file", workflow->file}, {"params", params}, {"steps", steps}};
-    std::cout << out.dump(2) << '\n';
+    out += "\n  ]\n}\n";
+    std::fwrite(out.data(), 1, out.size(), stdout);
     return k_exit_ok;
   }
   Table table({"#", "STEP", "KIND", "NEEDS", "TIMEOUT", "RETRIES", "CPUS", "COMMAND"});

@@ -30,7 +30,12 @@ std::string absolute_dir(const std::string& base, const std::string& dir) {
   if (p.is_relative()) {
     p = std::filesystem::path(base) / p;
   }
-  return p.lexically_normal().string();
+  p = p.lexically_normal();
+  // "dir/." normalises to "dir/": drop the trailing separator.
+  if (!p.has_filename() && p.has_parent_path() && p != p.root_path()) {
+    p = p.parent_path();
+  }
+  return p.string();
 }
 
 } // namespace
