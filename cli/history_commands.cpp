@@ -49,6 +49,29 @@ std::string exit_text(const std::optional<core::AttemptEnd>& end) {
   return text;
 }
 
+struct OpenedRun {
+  std::unique_ptr<core::TrackerStore> store;
+  core::RunRecord run;
+};
+
+/// Opens the store and finds the run `ref` names; on failure prints why and
+/// returns the exit status.
+int open_run(const GlobalOptions& global, const std::string& ref, OpenedRun& out) {
+  auto store = open_store(global.store);
+  if (!store) {
+    std::fprintf(stderr, "kiln: error: %s\n", store.error().c_str());
+    return k_exit_internal;
+  }
+  auto run = (*store)->resolve_run(ref);
+  if (!run) {
+    std::fprintf(stderr, "kiln: error: %s\n", run.error().c_str());
+    return k_exit_usage;
+  }
+  out.store = std::move(*store);
+  out.run = std::move(*run);
+  return k_exit_ok;
+}
+
 std::string param_text(const nlohmann::json& value) {
   return value.is_string() ? value.get<std::string>() : value.dump();
 }
@@ -105,18 +128,14 @@ int runs_list_command(const GlobalOptions& global, const ListOptions& options) {
 }
 
 int runs_show_command(const GlobalOptions& global, const std::string& ref, OutputFormat format) {
-  auto store = open_store(global.store);
-  if (!store) {
-    std::fprintf(stderr, "kiln: error: %s\n", store.error().c_str());
-    return k_exit_internal;
+  OpenedRun opened;
+  if (int status = open_run(global, ref, opened); status != k_exit_ok) {
+    return status;
   }
-  auto run = (*store)->resolve_run(ref);
-  if (!run) {
-    std::fprintf(stderr, "kiln: error: %s\n", run.error().c_str());
-    return k_exit_usage;
-  }
-  auto steps = (*store)->steps(run->number);
-  auto attempts = (*store)->attempts(run->number);
+  auto& store = opened.store;
+  const core::RunRecord* run = &opened.run;
+  auto steps = store->steps(run->number);
+  auto attempts = store->attempts(run->number);
   if (!steps || !attempts) {
     std::fprintf(stderr, "kiln: error: %s\n", (!steps ? steps.error() : attempts.error()).c_str());
     return k_exit_internal;
@@ -184,17 +203,13 @@ int runs_show_command(const GlobalOptions& global, const std::string& ref, Outpu
 
 int logs_command(const GlobalOptions& global, const std::string& ref, const std::string& step, int attempt,
                  const std::string& stream) {
-  auto store = open_store(global.store);
-  if (!store) {
-    std::fprintf(stderr, "kiln: error: %s\n", store.error().c_str());
-    return k_exit_internal;
+  OpenedRun opened;
+  if (int status = open_run(global, ref, opened); status != k_exit_ok) {
+    return status;
   }
-  auto run = (*store)->resolve_run(ref);
-  if (!run) {
-    std::fprintf(stderr, "kiln: error: %s\n", run.error().c_str());
-    return k_exit_usage;
-  }
-  auto attempts = (*store)->attempts(run->number);
+  auto& store = opened.store;
+  const core::RunRecord* run = &opened.run;
+  auto attempts = store->attempts(run->number);
   if (!attempts) {
     std::fprintf(stderr, "kiln: error: %s\n", attempts.error().c_str());
     return k_exit_internal;

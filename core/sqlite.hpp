@@ -56,6 +56,20 @@ public:
   Expected<bool> step();
   /// Steps to completion, ignoring any rows: for INSERT/UPDATE/DDL.
   Expected<void> run();
+  /// Steps to completion, calling `on_row(*this)` for each row.
+  template <typename OnRow>
+  Expected<void> for_each_row(OnRow&& on_row) {
+    for (;;) {
+      Expected<bool> row = step();
+      if (!row) {
+        return Error{row.error()};
+      }
+      if (!*row) {
+        return {};
+      }
+      on_row(*this);
+    }
+  }
   /// Resets to before the first step and clears the bindings.
   void reset();
 

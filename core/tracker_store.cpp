@@ -712,15 +712,11 @@ Expected<std::vector<RunRecord>> TrackerStore::list_runs(const RunFilter& filter
     if (filter.limit > 0) {
       query->bind(++index, filter.limit);
     }
-    while (true) {
-      Expected<bool> row = query->step();
-      if (!row) {
-        return Error{row.error()};
-      }
-      if (!*row) {
-        break;
-      }
-      runs.push_back(read_run(*query));
+    if (Expected<void> done = query->for_each_row([&](sqlite::StatementRef& row) {
+      runs.push_back(read_run(row));
+    });
+        !done) {
+      return Error{done.error()};
     }
   }
   for (RunRecord& run : runs) {
@@ -794,15 +790,11 @@ Expected<RunRecord> TrackerStore::resolve_run(std::string_view ref) {
       return Error{query.error()};
     }
     query->bind_all(prefix, prefix + "g");
-    while (true) {
-      Expected<bool> row = query->step();
-      if (!row) {
-        return Error{row.error()};
-      }
-      if (!*row) {
-        break;
-      }
-      numbers.push_back(query->column_int64(0));
+    if (Expected<void> done = query->for_each_row([&](sqlite::StatementRef& row) {
+      numbers.push_back(row.column_int64(0));
+    });
+        !done) {
+      return Error{done.error()};
     }
   }
   if (numbers.empty()) {
@@ -834,25 +826,21 @@ Expected<std::vector<StepRecord>> TrackerStore::steps(std::int64_t run) {
       return Error{query.error()};
     }
     query->bind_all(run);
-    while (true) {
-      Expected<bool> row = query->step();
-      if (!row) {
-        return Error{row.error()};
-      }
-      if (!*row) {
-        break;
-      }
+    if (Expected<void> done = query->for_each_row([&](sqlite::StatementRef& row) {
       StepRecord step;
-      step.id = query->column_text(0);
-      step.kind = query->column_text(1);
-      step.command = query->column_text(2);
-      step.needs = parse_needs(query->column_text(3));
-      step.status = parse_step_status(query->column_text(4)).value_or(StepStatus::failed);
-      step.started_ms = query->column_optional_int64(5);
-      step.ended_ms = query->column_optional_int64(6);
-      step.attempts = query->column_int(7);
-      step.reason = query->column_text(8);
+      step.id = row.column_text(0);
+      step.kind = row.column_text(1);
+      step.command = row.column_text(2);
+      step.needs = parse_needs(row.column_text(3));
+      step.status = parse_step_status(row.column_text(4)).value_or(StepStatus::failed);
+      step.started_ms = row.column_optional_int64(5);
+      step.ended_ms = row.column_optional_int64(6);
+      step.attempts = row.column_int(7);
+      step.reason = row.column_text(8);
       steps.push_back(std::move(step));
+    });
+        !done) {
+      return Error{done.error()};
     }
   }
   if (steps.empty()) {
@@ -875,35 +863,31 @@ Expected<std::vector<AttemptRecord>> TrackerStore::attempts(std::int64_t run) {
       return Error{query.error()};
     }
     query->bind_all(run);
-    while (true) {
-      Expected<bool> row = query->step();
-      if (!row) {
-        return Error{row.error()};
-      }
-      if (!*row) {
-        break;
-      }
+    if (Expected<void> done = query->for_each_row([&](sqlite::StatementRef& row) {
       AttemptRecord attempt;
-      attempt.step_id = query->column_text(0);
-      attempt.number = query->column_int(1);
-      attempt.start.pid = query->column_int64(2);
-      attempt.start.executor = query->column_text(3);
-      attempt.start.handle = query->column_text(4);
-      attempt.start.started_ms = query->column_int64(5);
-      attempt.start.stdout_path = query->column_text(6);
-      attempt.start.stderr_path = query->column_text(7);
-      if (!query->is_null(8)) {
+      attempt.step_id = row.column_text(0);
+      attempt.number = row.column_int(1);
+      attempt.start.pid = row.column_int64(2);
+      attempt.start.executor = row.column_text(3);
+      attempt.start.handle = row.column_text(4);
+      attempt.start.started_ms = row.column_int64(5);
+      attempt.start.stdout_path = row.column_text(6);
+      attempt.start.stderr_path = row.column_text(7);
+      if (!row.is_null(8)) {
         AttemptEnd end;
-        end.ended_ms = query->column_int64(8);
-        if (!query->is_null(9)) {
-          end.exit_code = query->column_int(9);
+        end.ended_ms = row.column_int64(8);
+        if (!row.is_null(9)) {
+          end.exit_code = row.column_int(9);
         }
-        end.signal = query->column_int(10);
-        end.timed_out = query->column_int64(11) != 0;
-        end.error = query->column_text(12);
+        end.signal = row.column_int(10);
+        end.timed_out = row.column_int64(11) != 0;
+        end.error = row.column_text(12);
         attempt.end = std::move(end);
       }
       attempts.push_back(std::move(attempt));
+    });
+        !done) {
+      return Error{done.error()};
     }
   }
   if (attempts.empty()) {
@@ -959,17 +943,13 @@ Expected<std::vector<OrphanAttempt>> TrackerStore::recover_crashed(
         return Error{query.error()};
       }
       query->bind_all(host);
-      while (true) {
-        Expected<bool> row = query->step();
-        if (!row) {
-          return Error{row.error()};
-        }
-        if (!*row) {
-          break;
-        }
-        RunnerIdentity runner{query->column_text(1), query->column_int64(2),
-                              query->column_int64(3)};
-        candidates.emplace_back(query->column_int64(0), std::move(runner));
+      if (Expected<void> done = query->for_each_row([&](sqlite::StatementRef& row) {
+        RunnerIdentity runner{row.column_text(1), row.column_int64(2),
+                              row.column_int64(3)};
+        candidates.emplace_back(row.column_int64(0), std::move(runner));
+      });
+          !done) {
+        return Error{done.error()};
       }
     }
     for (const auto& [number, runner] : candidates) {
@@ -1020,17 +1000,13 @@ Expected<std::vector<OrphanAttempt>> TrackerStore::recover_crashed(
         return Error{query.error()};
       }
       query->bind_all(number);
-      while (true) {
-        Expected<bool> row = query->step();
-        if (!row) {
-          return Error{row.error()};
-        }
-        if (!*row) {
-          break;
-        }
-        orphans.push_back(OrphanAttempt{number, run_id, query->column_text(0),
-                                        query->column_int(1), query->column_text(2),
-                                        query->column_text(3)});
+      if (Expected<void> done = query->for_each_row([&](sqlite::StatementRef& row) {
+        orphans.push_back(OrphanAttempt{number, run_id, row.column_text(0),
+                                        row.column_int(1), row.column_text(2),
+                                        row.column_text(3)});
+      });
+          !done) {
+        return Error{done.error()};
       }
     }
     constexpr std::string_view k_updates[] = {
