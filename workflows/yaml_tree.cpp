@@ -1,14 +1,10 @@
 #include "workflows/yaml_tree.hpp"
 
-#include <yaml-cpp/depthguard.h>
-#include <yaml-cpp/eventhandler.h>
-#include <yaml-cpp/exceptions.h>
-#include <yaml-cpp/mark.h>
-#include <yaml-cpp/parser.h>
+#include <yaml.h>
 
 #include <algorithm>
-#include <istream>
-#include <streambuf>
+#include <cstdio>
+#include <cstring>
 #include <unordered_map>
 
 namespace kiln::workflows {
@@ -71,22 +67,111 @@ const Node* Node::find(std::string_view name) const {
 
 namespace {
 
-// An istream over a string_view without copying the text.
-class ViewBuffer final : public std::streambuf {
-public:
-  explicit ViewBuffer(std::string_view text) {
-    char* begin = const_cast<char*>(text.data());
-    setg(begin, begin, begin + text.size());
-  }
-};
-
-// Thrown from the probe handler to stop at the start of a second document.
-struct SecondDocument {
-  std::uint32_t offset;
-};
-
 constexpr std::string_view k_core_tag_prefix = "tag:yaml.org,2002:";
 constexpr std::size_t k_hashed_map_size = 16;
+// Open collections allowed at once. libyaml keeps its stacks on the heap and
+// has no limit of its own, but the tree is freed and walked recursively.
+constexpr std::size_t k_max_depth = 2000;
+
+// libyaml counts mark.index in characters (code points), not bytes. Events
+// arrive almost in text order, so a cursor that walks from the previous
+// position keeps the conversion linear over the whole parse.
+class ByteOffsets {
+public:
+  explicit ByteOffsets(std::string_view text) : m_text(text) {}
+
+  std::uint32_t of(std::size_t index) {
+    while (m_index < index && m_byte < m_text.size()) {
+      ++m_byte;
+      while (m_byte < m_text.size() && is_continuation(m_text[m_byte])) {
+        ++m_byte;
+      }
+      ++m_index;
+    }
+    while (m_index > index && m_byte > 0) {
+      --m_byte;
+      while (m_byte > 0 && is_continuation(m_text[m_byte])) {
+        --m_byte;
+      }
+      --m_index;
+    }
+    return static_cast<std::uint32_t>(m_byte);
+  }
+
+private:
+  static bool is_continuation(char c) { return (static_cast<unsigned char>(c) & 0xC0) == 0x80; }
+
+  std::string_view m_text;
+  std::size_t m_index = 0;
+  std::size_t m_byte = 0;
+};
+
+// Owns a libyaml parser over the text; yaml_parser_delete on every path.
+class EventParser {
+public:
+  explicit EventParser(std::string_view text) {
+    m_ok = yaml_parser_initialize(&m_parser) != 0;
+    if (m_ok) {
+      // UTF-8 always: the loader has checked it, and libyaml must not read a
+      // stray 0xFF 0xFE as a UTF-16 byte order mark.
+      yaml_parser_set_encoding(&m_parser, YAML_UTF8_ENCODING);
+      // libyaml asserts a non-null input, which an empty string_view may not have.
+      static const unsigned char k_empty[1] = {0};
+      const auto* input = text.empty() ? k_empty : reinterpret_cast<const unsigned char*>(text.data());
+      yaml_parser_set_input_string(&m_parser, input, text.size());
+    }
+  }
+  ~EventParser() { yaml_parser_delete(&m_parser); }
+  EventParser(const EventParser&) = delete;
+  EventParser& operator=(const EventParser&) = delete;
+
+  bool ok() const { return m_ok; }
+  const yaml_parser_t& state() const { return m_parser; }
+  yaml_parser_t* get() { return &m_parser; }
+
+private:
+  yaml_parser_t m_parser{};
+  bool m_ok = false;
+};
+
+// One event; yaml_event_delete when replaced or destroyed.
+class Event {
+public:
+  Event() = default;
+  ~Event() { clear(); }
+  Event(const Event&) = delete;
+  Event& operator=(const Event&) = delete;
+
+  /// The next event, or false on a syntax error (the parser's state says which).
+  bool next(EventParser& parser) {
+    clear();
+    m_valid = yaml_parser_parse(parser.get(), &m_event) != 0;
+    return m_valid;
+  }
+  const yaml_event_t& operator*() const { return m_event; }
+  const yaml_event_t* operator->() const { return &m_event; }
+
+private:
+  void clear() {
+    if (m_valid) {
+      yaml_event_delete(&m_event);
+      m_valid = false;
+    }
+  }
+
+  yaml_event_t m_event{};
+  bool m_valid = false;
+};
+
+// The tag the checks below compare: "?" for an untagged plain scalar or
+// collection (its text decides its type), "!" for an untagged quoted or
+// block scalar (always a string), else the full tag.
+std::string tag_name(const yaml_char_t* tag, bool plain_scalar) {
+  if (tag == nullptr) {
+    return plain_scalar ? "?" : "!";
+  }
+  return reinterpret_cast<const char*>(tag);
+}
 
 // "!!int" for core-schema tags, the tag as given otherwise.
 std::string display_tag(const std::string& tag) {
@@ -111,26 +196,30 @@ bool is_known_tag(const std::string& tag, NodeKind kind) {
   }
 }
 
-class TreeBuilder final : public YAML::EventHandler {
+bool is_null_text(std::string_view value) {
+  return value.empty() || value == "~" || value == "null" || value == "Null" || value == "NULL";
+}
+
+ScalarStyle style_of(yaml_scalar_style_t style) {
+  switch (style) {
+  case YAML_SINGLE_QUOTED_SCALAR_STYLE: return ScalarStyle::single_quoted;
+  case YAML_DOUBLE_QUOTED_SCALAR_STYLE: return ScalarStyle::double_quoted;
+  case YAML_LITERAL_SCALAR_STYLE: return ScalarStyle::literal;
+  case YAML_FOLDED_SCALAR_STYLE: return ScalarStyle::folded;
+  default: return ScalarStyle::plain;
+  }
+}
+
+class TreeBuilder {
 public:
   TreeBuilder(const SourceMap& source, std::vector<YamlError>& errors) : m_source(source), m_errors(errors) {}
 
   std::optional<Node> take_root() { return std::move(m_root); }
 
-  void OnDocumentStart(const YAML::Mark&) override {}
-  void OnDocumentEnd() override {}
-
-  void OnNull(const YAML::Mark& mark, YAML::anchor_t) override {
-    Node node;
-    node.kind = NodeKind::null;
-    node.offset = offset_of(mark);
-    add(std::move(node));
-  }
-
-  void OnAlias(const YAML::Mark& mark, YAML::anchor_t) override {
+  void alias(std::uint32_t offset) {
     Node node;
     node.kind = NodeKind::invalid;
-    node.offset = offset_of(mark);
+    node.offset = offset;
     if (!skipping_value()) {
       error(node.offset, alias_length(node.offset),
             "aliases are not supported; use 'defaults:' for settings shared by steps");
@@ -138,37 +227,48 @@ public:
     add(std::move(node));
   }
 
-  void OnScalar(const YAML::Mark& mark, const std::string& tag, YAML::anchor_t, const std::string& value) override {
+  void scalar(std::uint32_t offset, const yaml_event_t& event) {
+    const auto& data = event.data.scalar;
+    const bool plain_style = data.style == YAML_PLAIN_SCALAR_STYLE;
+    const std::string tag = tag_name(data.tag, plain_style);
+    std::string_view value(reinterpret_cast<const char*>(data.value), data.length);
     Node node;
+    node.offset = content_offset(offset);
+    if (plain_style && tag == "?" && is_null_text(value)) {
+      node.kind = NodeKind::null;
+      add(std::move(node));
+      return;
+    }
     node.kind = NodeKind::scalar;
-    node.offset = content_offset(offset_of(mark));
     node.value = value;
     node.plain = tag == "?" || (tag.rfind(k_core_tag_prefix, 0) == 0 && tag != "tag:yaml.org,2002:str");
-    node.style = style_at(node.offset, tag);
+    node.style = style_of(data.style);
     check_tag(node, tag);
-    if ((node.style == ScalarStyle::single_quoted || node.style == ScalarStyle::double_quoted) &&
-        !has_closing_quote(node.offset)) {
-      // yaml-cpp takes a quoted scalar that runs to the end of the file as
-      // complete; everything after the quote would silently become text.
-      error(node.offset, 1, "invalid YAML: unterminated quoted string (missing closing quote)");
-      m_fatal = true;
-    }
     add(std::move(node));
   }
 
-  bool fatal() const { return m_fatal; }
-
-  void OnSequenceStart(const YAML::Mark& mark, const std::string& tag, YAML::anchor_t,
-                       YAML::EmitterStyle::value) override {
-    start(NodeKind::sequence, mark, tag);
+  /// False when the nesting is too deep: the parse must stop.
+  bool start(NodeKind kind, std::uint32_t offset, const yaml_char_t* tag) {
+    Frame frame;
+    frame.node.kind = kind;
+    frame.node.offset = content_offset(offset);
+    if (m_stack.size() >= k_max_depth) {
+      error(frame.node.offset, 1, "invalid YAML: nesting is too deep");
+      return false;
+    }
+    check_tag(frame.node, tag_name(tag, true));
+    m_stack.push_back(std::move(frame));
+    return true;
   }
-  void OnSequenceEnd() override { end(); }
 
-  void OnMapStart(const YAML::Mark& mark, const std::string& tag, YAML::anchor_t,
-                  YAML::EmitterStyle::value) override {
-    start(NodeKind::map, mark, tag);
+  void end() {
+    if (m_stack.empty()) {
+      return;
+    }
+    Node node = std::move(m_stack.back().node);
+    m_stack.pop_back();
+    add(std::move(node));
   }
-  void OnMapEnd() override { end(); }
 
 private:
   struct Frame {
@@ -179,8 +279,6 @@ private:
     // that a linear scan would make 10,000 steps quadratic.
     std::unordered_map<std::string, std::uint32_t> index;
   };
-
-  std::uint32_t offset_of(const YAML::Mark& mark) const { return m_source.offset_of(mark.line, mark.column); }
 
   // Skips "&anchor" and "!tag" properties to where the content starts.
   std::uint32_t content_offset(std::uint32_t offset) const {
@@ -195,37 +293,6 @@ private:
       }
     }
     return static_cast<std::uint32_t>(std::min(pos, text.size()));
-  }
-
-  ScalarStyle style_at(std::uint32_t offset, const std::string& tag) const {
-    const std::string_view text = m_source.text();
-    if (tag == "?" || offset >= text.size()) {
-      return ScalarStyle::plain;
-    }
-    switch (text[offset]) {
-    case '\'': return ScalarStyle::single_quoted;
-    case '"': return ScalarStyle::double_quoted;
-    case '|': return ScalarStyle::literal;
-    case '>': return ScalarStyle::folded;
-    default: return ScalarStyle::plain;
-    }
-  }
-
-  bool has_closing_quote(std::uint32_t offset) const {
-    const std::string_view text = m_source.text();
-    const char quote = text[offset];
-    for (std::size_t i = offset + 1; i < text.size(); ++i) {
-      if (quote == '"' && text[i] == '\\') {
-        ++i;
-      } else if (text[i] == quote) {
-        if (quote == '\'' && i + 1 < text.size() && text[i + 1] == '\'') {
-          ++i;
-        } else {
-          return true;
-        }
-      }
-    }
-    return false;
   }
 
   std::uint32_t alias_length(std::uint32_t offset) const {
@@ -251,23 +318,6 @@ private:
   bool skipping_value() const {
     return !m_stack.empty() && m_stack.back().node.kind == NodeKind::map && m_stack.back().awaiting_value &&
            m_stack.back().skip_value;
-  }
-
-  void start(NodeKind kind, const YAML::Mark& mark, const std::string& tag) {
-    Frame frame;
-    frame.node.kind = kind;
-    frame.node.offset = content_offset(offset_of(mark));
-    check_tag(frame.node, tag);
-    m_stack.push_back(std::move(frame));
-  }
-
-  void end() {
-    if (m_stack.empty()) {
-      return;
-    }
-    Node node = std::move(m_stack.back().node);
-    m_stack.pop_back();
-    add(std::move(node));
   }
 
   void add(Node node) {
@@ -348,87 +398,223 @@ private:
   std::vector<YamlError>& m_errors;
   std::vector<Frame> m_stack;
   std::optional<Node> m_root;
-  bool m_fatal = false;
 };
 
-// Sees where a second document starts, then stops the parser.
-class DocumentProbe final : public YAML::EventHandler {
-public:
-  explicit DocumentProbe(const SourceMap& source) : m_source(source) {}
-  void OnDocumentStart(const YAML::Mark& mark) override {
-    throw SecondDocument{m_source.offset_of(mark.line, mark.column)};
-  }
-  void OnDocumentEnd() override {}
-  void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
-  void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
-  void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t, const std::string&) override {}
-  void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {}
-  void OnSequenceEnd() override {}
-  void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {}
-  void OnMapEnd() override {}
+bool equals(const char* a, const char* b) { return a != nullptr && std::strcmp(a, b) == 0; }
 
-private:
-  const SourceMap& m_source;
-};
-
-std::string syntax_message(const std::string& msg) {
-  if (msg.empty()) {
-    return "invalid YAML";
+// The character at `offset` quoted for a message: 'x', or the tab spelled out.
+std::string quoted_char(std::string_view text, std::uint32_t offset) {
+  if (offset >= text.size()) {
+    return "the end of the file";
   }
-  return "invalid YAML: " + msg;
+  const unsigned char c = static_cast<unsigned char>(text[offset]);
+  if (c == '\t') {
+    return "a tab";
+  }
+  if (c < 0x20 || c >= 0x7F) {
+    return "this character";
+  }
+  return std::string("'") + static_cast<char>(c) + "'";
+}
+
+// Whether only spaces precede `offset` on its line.
+bool starts_line(const SourceMap& source, std::uint32_t offset) {
+  const std::string_view line = source.line_text(source.line_of(offset));
+  const std::size_t column = static_cast<std::size_t>(source.column_of(offset)) - 1;
+  return line.substr(0, std::min(column, line.size())).find_first_not_of(' ') == std::string_view::npos;
+}
+
+std::string where(const SourceMap& source, std::uint32_t offset) {
+  return "line " + std::to_string(source.line_of(offset)) + ", column " + std::to_string(source.column_of(offset));
+}
+
+// libyaml's own texts ("did not find expected key") name its grammar, not the
+// user's mistake; the common ones are said again in terms of the file.
+YamlError syntax_error(const yaml_parser_t& parser, const SourceMap& source, ByteOffsets& bytes) {
+  const std::string_view text = source.text();
+  if (parser.error == YAML_MEMORY_ERROR) {
+    return {0, 1, "invalid YAML: out of memory"};
+  }
+  if (parser.error == YAML_READER_ERROR) {
+    // The reader reports a byte offset, not a mark.
+    const auto offset = static_cast<std::uint32_t>(std::min(parser.problem_offset, text.size()));
+    if (equals(parser.problem, "control characters are not allowed") && parser.problem_value >= 0) {
+      char code[16];
+      std::snprintf(code, sizeof code, "%04X", static_cast<unsigned>(parser.problem_value));
+      return {offset, 1, std::string("invalid YAML: control character U+") + code + " is not allowed"};
+    }
+    return {offset, 1, std::string("invalid YAML: ") + (parser.problem != nullptr ? parser.problem : "unreadable text")};
+  }
+  const std::uint32_t context = bytes.of(parser.context_mark.index);
+  std::uint32_t offset = bytes.of(parser.problem_mark.index);
+
+  const char* problem = parser.problem != nullptr ? parser.problem : "";
+  const char* context_text = parser.context != nullptr ? parser.context : "";
+  const char at = offset < text.size() ? text[offset] : '\0';
+  // libyaml reads an unclosed quote to the end of the file (or to a "---"
+  // line) and reports it there; the quote is what the user must fix.
+  if (std::strcmp(context_text, "while scanning a quoted scalar") == 0 &&
+      (equals(problem, "found unexpected end of stream") || equals(problem, "found unexpected document indicator"))) {
+    return {context, 1, "invalid YAML: unterminated quoted string (missing closing quote)"};
+  }
+  // A tab in the indentation of the line at fault explains most errors
+  // there, whatever libyaml saw first.
+  const std::string_view line = source.line_text(source.line_of(offset));
+  const std::size_t tab = line.substr(0, line.find_first_not_of(" \t")).find('\t');
+  if (tab != std::string_view::npos) {
+    offset = static_cast<std::uint32_t>(line.data() - text.data() + tab);
+    return {offset, 1, "invalid YAML: a tab in indentation; indent with spaces"};
+  }
+
+  if (std::strcmp(context_text, "while scanning a simple key") == 0) {
+    return {context, 1, "invalid YAML: a key must end with ':' on its own line; is a ':' missing here?"};
+  }
+  if (equals(problem, "found unknown escape character")) {
+    std::string escape = "\\";
+    if (offset + 1 < text.size() && static_cast<unsigned char>(text[offset + 1]) > 0x20 &&
+        static_cast<unsigned char>(text[offset + 1]) < 0x7F) {
+      escape += text[offset + 1];
+    }
+    return {offset, static_cast<std::uint32_t>(escape.size()),
+            "invalid YAML: unknown escape '" + escape +
+                "' in a double-quoted string; write '\\\\' for a backslash, or use single quotes"};
+  }
+  if (std::strcmp(context_text, "while scanning an alias") == 0 ||
+      std::strcmp(context_text, "while scanning an anchor") == 0) {
+    const char sign = context < text.size() ? text[context] : '*';
+    return {context, 1,
+            std::string("invalid YAML: '") + sign + "' starts an " +
+                (sign == '&' ? "anchor" : "alias") + " name; quote the value if it is text"};
+  }
+  if (std::strcmp(context_text, "while scanning a tag") == 0 || std::strcmp(context_text, "while parsing a tag") == 0) {
+    return {context, 1, "invalid YAML: '!' starts a tag here; quote the value if it is text"};
+  }
+  if (equals(problem, "found undefined tag handle")) {
+    return {offset, 1, "invalid YAML: undefined tag handle (a '%TAG' directive is missing)"};
+  }
+  if (equals(problem, "found character that cannot start any token")) {
+    if (at == '\t') {
+      return {offset, 1, "invalid YAML: a tab is not allowed here; use spaces"};
+    }
+    return {offset, 1, "invalid YAML: a value cannot start with " + quoted_char(text, offset) + "; quote it"};
+  }
+  if (equals(problem, "mapping values are not allowed in this context")) {
+    return {offset, 1,
+            "invalid YAML: ':' cannot start a map here; quote a value that contains ': ', or fix the indentation"};
+  }
+  if (equals(problem, "block sequence entries are not allowed in this context")) {
+    return {offset, 1, "invalid YAML: a '- ' list item is not allowed here; check the indentation"};
+  }
+  if ((equals(problem, "did not find expected ',' or ']'") && at == '}') ||
+      (equals(problem, "did not find expected ',' or '}'") && at == ']')) {
+    return {offset, 1,
+            std::string("invalid YAML: unexpected '") + at + "'; the '" + (at == '}' ? '[' : '{') + "' at " +
+                where(source, context) + " is still open"};
+  }
+  if (equals(problem, "did not find expected ',' or ']'")) {
+    return {offset, 1, "invalid YAML: expected ',' or ']' to continue or close the '[' at " + where(source, context)};
+  }
+  if (equals(problem, "did not find expected ',' or '}'")) {
+    return {offset, 1, "invalid YAML: expected ',' or '}' to continue or close the '{' at " + where(source, context)};
+  }
+  if (equals(problem, "did not find expected key") || equals(problem, "did not find expected '-' indicator")) {
+    const bool map = equals(problem, "did not find expected key");
+    if (at == ']' || at == '}') {
+      return {offset, 1, std::string("invalid YAML: unmatched '") + at + "'"};
+    }
+    if (map && at == '-' && (offset + 1 >= text.size() || text[offset + 1] == ' ' || text[offset + 1] == '\n')) {
+      return {offset, 1,
+              "invalid YAML: a '- ' list item where the map at line " + std::to_string(source.line_of(context)) +
+                  " expects a 'key:'; check the indentation"};
+    }
+    if (!starts_line(source, offset)) {
+      return {offset, 1, "invalid YAML: unexpected text after a value; quote the whole value if it is one string"};
+    }
+    const std::string column = std::to_string(source.column_of(context));
+    return {offset, 1,
+            map ? "invalid YAML: bad indentation: expected a 'key:' at column " + column + ", like the map at line " +
+                      std::to_string(source.line_of(context))
+                : "invalid YAML: bad indentation: expected a '- ' item at column " + column +
+                      ", like the list at line " + std::to_string(source.line_of(context))};
+  }
+  if (equals(problem, "did not find expected node content")) {
+    return {offset, 1, "invalid YAML: expected a value here"};
+  }
+  if (equals(problem, "found unknown directive name")) {
+    return {context, 1, "invalid YAML: unknown directive; only %YAML and %TAG are allowed"};
+  }
+  if (equals(problem, "did not find expected <document start>")) {
+    return {offset, 1, "invalid YAML: unexpected content after the end of the document"};
+  }
+  return {offset, 1, std::string("invalid YAML: ") + (problem[0] != '\0' ? problem : "syntax error")};
 }
 
 } // namespace
 
 YamlDocument parse_yaml(const SourceMap& source) {
   YamlDocument doc;
-  ViewBuffer buffer(source.text());
-  std::istream in(&buffer);
-  auto syntax_error = [&](const YAML::Mark& mark, std::string message) {
+  ByteOffsets bytes(source.text());
+  EventParser parser(source.text());
+  TreeBuilder builder(source, doc.errors);
+  auto fail = [&](YamlError error) {
     doc.syntax_error = true;
     doc.root.reset();
-    std::uint32_t offset = source.offset_of(mark.line, mark.column);
-    // yaml-cpp's message for a tab in indentation is often a confusing
-    // "end of map not found"; say what is wrong when the line starts with one.
-    const std::string_view line = source.line_text(source.line_of(offset));
-    const std::size_t indent_end = line.find_first_not_of(" \t");
-    const std::size_t tab = line.substr(0, indent_end).find('\t');
-    if (tab != std::string_view::npos) {
-      offset = static_cast<std::uint32_t>(line.data() - source.text().data() + tab);
-      message = "invalid YAML: a tab in indentation; indent with spaces";
-    }
-    doc.errors.push_back({offset, 1, std::move(message)});
+    doc.errors.push_back(std::move(error));
   };
-  try {
-    YAML::Parser parser(in);
-    TreeBuilder builder(source, doc.errors);
-    if (!parser.HandleNextDocument(builder)) {
-      return doc;
-    }
-    doc.root = builder.take_root();
-    if (builder.fatal()) {
-      doc.syntax_error = true;
-      doc.root.reset();
-      return doc;
-    }
-    try {
-      DocumentProbe probe(source);
-      parser.HandleNextDocument(probe);
-    } catch (const SecondDocument& second) {
-      const bool marker = source.text().compare(second.offset, 3, "---") == 0;
-      doc.errors.push_back({second.offset, marker ? 3U : 1U,
-                            "a workflow file holds a single YAML document; remove this second one"});
-    }
-  } catch (const YAML::DeepRecursion& e) {
-    syntax_error(e.mark, "invalid YAML: nesting is too deep");
-  } catch (const YAML::Exception& e) {
-    syntax_error(e.mark, syntax_message(e.msg));
-  } catch (const std::exception& e) {
-    doc.syntax_error = true;
-    doc.root.reset();
-    doc.errors.push_back({0, 1, std::string("invalid YAML: ") + e.what()});
+  auto second_document = [&](std::uint32_t offset) {
+    const bool marker = source.text().compare(offset, 3, "---") == 0;
+    doc.errors.push_back(
+        {offset, marker ? 3U : 1U, "a workflow file holds a single YAML document; remove this second one"});
+  };
+  if (!parser.ok()) {
+    fail({0, 1, "invalid YAML: out of memory"});
+    return doc;
   }
-  return doc;
+  Event event;
+  int documents = 0;
+  bool explicit_end = false;
+  for (;;) {
+    if (!event.next(parser)) {
+      // After "...", content without "---" is a second document to a reader.
+      if (documents == 1 && explicit_end && parser.state().error == YAML_PARSER_ERROR &&
+          equals(parser.state().problem, "did not find expected <document start>")) {
+        doc.root = builder.take_root();
+        second_document(bytes.of(parser.state().problem_mark.index));
+        return doc;
+      }
+      fail(syntax_error(parser.state(), source, bytes));
+      return doc;
+    }
+    const std::uint32_t offset = bytes.of(event->start_mark.index);
+    switch (event->type) {
+    case YAML_DOCUMENT_START_EVENT:
+      if (++documents > 1) {
+        doc.root = builder.take_root();
+        second_document(offset);
+        return doc;
+      }
+      break;
+    case YAML_DOCUMENT_END_EVENT: explicit_end = event->data.document_end.implicit == 0; break;
+    case YAML_ALIAS_EVENT: builder.alias(offset); break;
+    case YAML_SCALAR_EVENT: builder.scalar(offset, *event); break;
+    case YAML_SEQUENCE_START_EVENT:
+      if (!builder.start(NodeKind::sequence, offset, event->data.sequence_start.tag)) {
+        doc.syntax_error = true;
+        return doc;
+      }
+      break;
+    case YAML_MAPPING_START_EVENT:
+      if (!builder.start(NodeKind::map, offset, event->data.mapping_start.tag)) {
+        doc.syntax_error = true;
+        return doc;
+      }
+      break;
+    case YAML_SEQUENCE_END_EVENT:
+    case YAML_MAPPING_END_EVENT: builder.end(); break;
+    case YAML_STREAM_END_EVENT: doc.root = builder.take_root(); return doc;
+    default: break;
+    }
+  }
 }
 
 } // namespace kiln::workflows

@@ -126,8 +126,8 @@ TEST_SUITE("workflows::Performance") {
     CHECK(result.workflow->steps.size() == k_steps);
     MESSAGE("10,000 steps (" << text.size() << " bytes) loaded in " << elapsed.count() << " ms of CPU");
     // A guard against quadratic behaviour (which would take seconds), loose
-    // enough for a loaded shared machine. Release measures ~100 ms of CPU
-    // here, 80% of it in yaml-cpp's scanner; see workflows/yaml_tree.hpp.
+    // enough for a loaded shared machine. Release measures ~75 ms of CPU
+    // here (yaml-cpp took ~150 ms); see workflows/yaml_tree.hpp.
 #if defined(__SANITIZE_ADDRESS__)
     CHECK(elapsed.count() < 10'000);
 #elif defined(NDEBUG)
