@@ -1378,7 +1378,7 @@ LoadResult parse_text(std::string_view text, const std::string& path, const Over
   workflow.file = path;
   workflow.directory = absolute_directory(path);
 
-  // A UTF-8 byte order mark is not part of the first line for yaml-cpp's
+  // A UTF-8 byte order mark is not part of the first line for the parser's
   // columns; offsets below are relative to the text after it.
   std::string_view body = text;
   if (body.substr(0, 3) == "\xEF\xBB\xBF") {
