@@ -20,6 +20,7 @@
 #include <filesystem>
 #include <iostream>
 #include <thread>
+#include <unordered_map>
 
 extern char** environ;
 
@@ -67,23 +68,68 @@ int machine_cpus() {
   return n > 0 ? static_cast<int>(n) : 1;
 }
 
-nlohmann::ordered_json retries_json(const core::RetryPolicy& r) {
-  nlohmann::json on = nlohmann::json::array();
+/// `text` as a JSON string. Escaped here rather than through a nlohmann
+/// value, which would allocate one per string of a 10,000-step plan; bytes
+/// are passed through, as nlohmann does for valid UTF-8 (the loader rejects
+/// any other).
+std::string json_string(std::string_view text) {
+  std::string out;
+  out.reserve(text.size() + 2);
+  out += '"';
+  for (const char c : text) {
+    switch (c) {
+    case '"': out += "\\\""; break;
+    case '\\': out += "\\\\"; break;
+    case '\n': out += "\\n"; break;
+    case '\t': out += "\\t"; break;
+    case '\r': out += "\\r"; break;
+    default:
+      if (static_cast<unsigned char>(c) < 0x20) {
+        char buf[8];
+        std::snprintf(buf, sizeof buf, "\\u%04x", static_cast<unsigned>(c));
+        out += buf;
+      } else {
+        out += c;
+      }
+    }
+  }
+  out += '"';
+  return out;
+}
+
+/// One planned step as a JSON object on one line. Written directly: building
+/// nlohmann objects for 10,000 steps costs more than planning them.
+std::string step_json(const core::Plan& plan, const core::PlannedStep& s) {
+  std::string out = "{\"id\":" + json_string(s.id) + ",\"kind\":\"" + std::string(core::to_string(s.kind)) +
+                    "\",\"needs\":[";
+  for (std::size_t i = 0; i < s.needs.size(); ++i) {
+    out += (i ? "," : "") + json_string(plan.steps[s.needs[i]].id);
+  }
+  out += "],\"command\":" + json_string(s.display_command) + ",\"argv\":[";
+  for (std::size_t i = 0; i < s.argv.size(); ++i) {
+    out += (i ? "," : "") + json_string(s.argv[i]);
+  }
+  const auto& r = s.retries;
+  out += "],\"workdir\":" + json_string(s.workdir) +
+         ",\"timeout_ms\":" + (s.timeout ? std::to_string(s.timeout->count()) : "null") +
+         ",\"kill_after_ms\":" + std::to_string(s.kill_after.count()) + ",\"retries\":{\"limit\":" +
+         std::to_string(r.limit) + ",\"backoff\":\"" +
+         (r.backoff == core::Backoff::exponential ? "exponential" : "fixed") +
+         "\",\"delay_ms\":" + std::to_string(r.delay.count()) +
+         ",\"max_delay_ms\":" + std::to_string(r.max_delay.count()) +
+         ",\"jitter\":" + (r.jitter ? "true" : "false") + ",\"on\":[";
+  std::string on;
   if (r.on_failure) {
-    on.push_back("failure");
+    on += "\"failure\"";
   }
   if (r.on_timeout) {
-    on.push_back("timeout");
+    on += std::string(on.empty() ? "" : ",") + "\"timeout\"";
   }
   for (int code : r.exit_codes) {
-    on.push_back(code);
+    on += (on.empty() ? "" : ",") + std::to_string(code);
   }
-  return {{"limit", r.limit},
-          {"backoff", r.backoff == core::Backoff::exponential ? "exponential" : "fixed"},
-          {"delay_ms", r.delay.count()},
-          {"max_delay_ms", r.max_delay.count()},
-          {"jitter", r.jitter},
-          {"on", on}};
+  out += on + "]},\"cpus\":" + std::to_string(s.cpus) + ",\"priority\":" + std::to_string(s.priority) + "}";
+  return out;
 }
 
 std::string retries_text(const core::RetryPolicy& r) {
@@ -92,6 +138,39 @@ std::string retries_text(const core::RetryPolicy& r) {
   }
   return std::to_string(r.limit) + (r.backoff == core::Backoff::exponential ? " exp " : " fixed ") +
          format_duration_ms(r.delay.count()) + (r.jitter ? "~" : "");
+}
+
+/// What the store records about a run as it starts. Takes the workflow's
+/// content rather than copying it: nothing later needs it.
+core::NewRun describe_run(core::Workflow& workflow, int argc, char** argv, std::int64_t started_ms) {
+  core::NewRun new_run;
+  new_run.workflow_name = workflow.name;
+  new_run.workflow_file = std::filesystem::absolute(workflow.file).lexically_normal().string();
+  new_run.workflow_hash = workflow.content_hash;
+  new_run.workflow_content = std::move(workflow.content);
+  for (const auto& p : workflow.params) {
+    switch (p.type) {
+    case core::ParamType::integer: new_run.params[p.name] = std::stoll(p.value); break;
+    case core::ParamType::floating: new_run.params[p.name] = std::stod(p.value); break;
+    case core::ParamType::boolean: new_run.params[p.name] = p.value == "true"; break;
+    case core::ParamType::string: new_run.params[p.name] = p.value; break;
+    }
+  }
+  new_run.user = current_user();
+  new_run.host = plugins::host_name();
+  if (auto git = git_info(workflow.directory)) {
+    new_run.git_commit = git->commit;
+    new_run.git_branch = git->branch;
+    new_run.git_dirty = git->dirty;
+  }
+  new_run.kiln_version = KILN_VERSION;
+  new_run.command_line = command_line(argc, argv);
+  new_run.runner = {new_run.host, static_cast<std::int64_t>(getpid()), plugins::self_start_ticks()};
+  new_run.started_ms = started_ms;
+  for (const auto& s : workflow.steps) {
+    new_run.steps.push_back({s.id, std::string(core::to_string(s.kind)), {}, s.needs});
+  }
+  return new_run;
 }
 
 } // namespace
@@ -135,25 +214,9 @@ int plan_command(const WorkflowOptions& options, OutputFormat format) {
                       params.dump() + ",\n  \"steps\": [";
     bool first = true;
     for (int index : plan->order) {
-      const auto& s = plan->steps[index];
-      nlohmann::json needs = nlohmann::json::array();
-      for (int n : s.needs) {
-        needs.push_back(plan->steps[n].id);
-      }
-      const nlohmann::ordered_json step{{"id", s.id},
-                                {"kind", core::to_string(s.kind)},
-                                {"needs", std::move(needs)},
-                                {"command", s.display_command},
-                                {"argv", s.argv},
-                                {"workdir", s.workdir},
-                                {"timeout_ms", s.timeout ? nlohmann::json(s.timeout->count()) : nlohmann::json()},
-                                {"kill_after_ms", s.kill_after.count()},
-                                {"retries", retries_json(s.retries)},
-                                {"cpus", s.cpus},
-                                {"priority", s.priority}};
       out += first ? "\n    " : ",\n    ";
       first = false;
-      out += step.dump();
+      out += step_json(*plan, plan->steps[index]);
       if (out.size() > (1 << 16)) {
         std::fwrite(out.data(), 1, out.size(), stdout);
         out.clear();
@@ -208,13 +271,13 @@ int graph_command(const WorkflowOptions& options, const std::string& format) {
       const auto& s = workflow->steps[i];
       std::cout << "  s" << i << "[\"" << s.id << " (" << core::to_string(s.kind) << ")\"]\n";
     }
+    std::unordered_map<std::string_view, std::size_t> index;
+    for (std::size_t i = 0; i < workflow->steps.size(); ++i) {
+      index.emplace(workflow->steps[i].id, i);
+    }
     for (std::size_t i = 0; i < workflow->steps.size(); ++i) {
       for (const auto& need : workflow->steps[i].needs) {
-        for (std::size_t j = 0; j < workflow->steps.size(); ++j) {
-          if (workflow->steps[j].id == need) {
-            std::cout << "  s" << j << " --> s" << i << '\n';
-          }
-        }
+        std::cout << "  s" << index.at(need) << " --> s" << i << '\n';
       }
     }
     return k_exit_ok;
@@ -260,34 +323,8 @@ int run_command(const GlobalOptions& global, const RunOptions& options, int argc
   }
   const core::SystemClock clock;
 
-  core::NewRun new_run;
-  new_run.workflow_name = workflow->name;
-  new_run.workflow_file = std::filesystem::absolute(workflow->file).lexically_normal().string();
-  new_run.workflow_hash = workflow->content_hash;
-  new_run.workflow_content = workflow->content;
-  for (const auto& p : workflow->params) {
-    switch (p.type) {
-    case core::ParamType::integer: new_run.params[p.name] = std::stoll(p.value); break;
-    case core::ParamType::floating: new_run.params[p.name] = std::stod(p.value); break;
-    case core::ParamType::boolean: new_run.params[p.name] = p.value == "true"; break;
-    case core::ParamType::string: new_run.params[p.name] = p.value; break;
-    }
-  }
-  new_run.user = current_user();
-  new_run.host = plugins::host_name();
-  if (auto git = git_info(workflow->directory)) {
-    new_run.git_commit = git->commit;
-    new_run.git_branch = git->branch;
-    new_run.git_dirty = git->dirty;
-  }
-  new_run.kiln_version = KILN_VERSION;
-  new_run.command_line = command_line(argc, argv);
-  new_run.runner = {new_run.host, static_cast<std::int64_t>(getpid()), plugins::self_start_ticks()};
-  new_run.started_ms = clock.wall_ms();
-  for (const auto& s : workflow->steps) {
-    new_run.steps.push_back({s.id, std::string(core::to_string(s.kind)), {}, s.needs});
-  }
-  auto run = (*store)->create_run(new_run);
+  const std::int64_t started_ms = clock.wall_ms();
+  auto run = (*store)->create_run(describe_run(*workflow, argc, argv, started_ms));
   if (!run) {
     std::fprintf(stderr, "kiln: error: %s\n", run.error().c_str());
     return k_exit_internal;
@@ -295,6 +332,10 @@ int run_command(const GlobalOptions& global, const RunOptions& options, int argc
 
   core::PlanContext context{run->id, run->number, (*store)->directory().string(), environment};
   auto plan = core::make_plan(*workflow, context);
+  const std::string workflow_name = workflow->name;
+  // The plan holds all the run needs from here on: free the model (10,000
+  // steps are megabytes) before the run adds its own state.
+  workflow.reset();
   if (!plan) {
     // Only possible if the environment changed under us; record it honestly.
     std::fprintf(stderr, "%s\n", plan.error().c_str());
@@ -302,9 +343,9 @@ int run_command(const GlobalOptions& global, const RunOptions& options, int argc
     return k_exit_usage;
   }
   {
-    std::vector<std::string> commands;
+    std::vector<std::pair<std::string, std::string>> commands;
     for (const auto& s : plan->steps) {
-      commands.push_back(s.display_command);
+      commands.emplace_back(s.id, s.display_command);
     }
     if (auto recorded = (*store)->set_step_commands(run->number, commands); !recorded) {
       std::fprintf(stderr, "kiln: warning: %s\n", recorded.error().c_str());
@@ -320,7 +361,7 @@ int run_command(const GlobalOptions& global, const RunOptions& options, int argc
   }
 
   const Terminal terminal = detect_terminal(STDOUT_FILENO);
-  std::printf("kiln: run %lld of %s (%s): %zu steps\n", static_cast<long long>(run->number), workflow->name.c_str(),
+  std::printf("kiln: run %lld of %s (%s): %zu steps\n", static_cast<long long>(run->number), workflow_name.c_str(),
               run->id.c_str(), plan->steps.size());
   std::fflush(stdout);
 
@@ -362,7 +403,7 @@ int run_command(const GlobalOptions& global, const RunOptions& options, int argc
   for (auto [status, count] : counts) {
     summary += (summary.empty() ? "" : ", ") + std::to_string(count) + " " + std::string(core::to_string(status));
   }
-  const auto elapsed = clock.wall_ms() - new_run.started_ms;
+  const auto elapsed = clock.wall_ms() - started_ms;
   const std::string verdict = std::string(core::to_string(result.status));
   std::printf("kiln: run %lld %s in %s (%s)\n", static_cast<long long>(run->number),
               paint(verdict, result.status == core::RunStatus::succeeded ? Style::green : Style::red, terminal.color)

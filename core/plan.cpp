@@ -25,6 +25,23 @@ std::optional<std::string> lookup(const std::vector<std::string>& env, std::stri
   return std::nullopt;
 }
 
+/// One entry per name, the last definition winning, in first-seen order.
+std::vector<std::string> merge_environment(std::vector<std::string> entries) {
+  std::vector<std::string> merged;
+  merged.reserve(entries.size());
+  std::unordered_map<std::string, std::size_t> index;
+  for (auto& entry : entries) {
+    std::string name(env_name(entry));
+    if (auto it = index.find(name); it != index.end()) {
+      merged[it->second] = std::move(entry);
+    } else {
+      index.emplace(std::move(name), merged.size());
+      merged.push_back(std::move(entry));
+    }
+  }
+  return merged;
+}
+
 std::string absolute_dir(const std::string& base, const std::string& dir) {
   std::filesystem::path p(dir);
   if (p.is_relative()) {
@@ -60,21 +77,21 @@ std::string shell_quote(std::string_view value) {
 }
 
 std::vector<std::string> attempt_environment(const Plan& plan, const PlannedStep& step, int attempt) {
+  // base_env has one entry per name (make_plan merges it); a step sets a
+  // handful, so a linear search per step variable beats building an index.
   std::vector<std::string> env;
   env.reserve(plan.base_env.size() + step.env.size() + 1);
-  std::unordered_map<std::string, std::size_t> index;
-  auto set = [&](std::string entry) {
-    auto name = std::string(env_name(entry));
-    if (auto it = index.find(name); it != index.end()) {
-      env[it->second] = std::move(entry);
-    } else {
-      env.push_back(std::move(entry));
-      index.emplace(std::move(name), env.size() - 1);
+  env.insert(env.end(), plan.base_env.begin(), plan.base_env.end());
+  auto set = [&env](std::string entry) {
+    const auto name = env_name(entry);
+    for (std::size_t i = 0; i < env.size(); ++i) {
+      if (env_name(env[i]) == name) {
+        env[i] = std::move(entry);
+        return;
+      }
     }
+    env.push_back(std::move(entry));
   };
-  for (const auto& e : plan.base_env) {
-    set(e);
-  }
   for (const auto& e : step.env) {
     set(e);
   }
@@ -114,6 +131,7 @@ Expected<Plan> make_plan(const Workflow& workflow, const PlanContext& context) {
   plan.base_env.push_back("KILN_RUN_NUMBER=" + std::to_string(context.run_number));
   plan.base_env.push_back("KILN_STORE=" + context.store_dir);
   plan.base_env.push_back("KILN_WORKFLOW=" + workflow.name);
+  plan.base_env = merge_environment(std::move(plan.base_env));
 
   std::unordered_map<std::string_view, int> index_of;
   for (std::size_t i = 0; i < workflow.steps.size(); ++i) {
@@ -122,6 +140,7 @@ Expected<Plan> make_plan(const Workflow& workflow, const PlanContext& context) {
 
   Dependencies needs(workflow.steps.size());
   plan.steps.reserve(workflow.steps.size());
+  std::unordered_map<std::string, std::string> absolute_dirs;
   for (std::size_t i = 0; i < workflow.steps.size(); ++i) {
     const Step& step = workflow.steps[i];
     PlannedStep ps;
@@ -159,7 +178,12 @@ Expected<Plan> make_plan(const Workflow& workflow, const PlanContext& context) {
     if (!workdir) {
       report(step.location, step.id, workdir.error());
     } else {
-      ps.workdir = absolute_dir(workflow.directory, *workdir);
+      // Most steps share a workdir; path arithmetic per step adds up.
+      auto [it, fresh] = absolute_dirs.try_emplace(*workdir);
+      if (fresh) {
+        it->second = absolute_dir(workflow.directory, *workdir);
+      }
+      ps.workdir = it->second;
     }
     if (step.run.form == Command::Form::shell) {
       auto script = render_template(step.run.script, tc);

@@ -11,8 +11,8 @@ void RunRecorder::check(const Expected<void>& result) {
   }
 }
 
-void RunRecorder::step_started(int step, std::int64_t at_ms) {
-  check(m_store.set_step_status(m_run, m_plan.steps[step].id, StepStatus::running, at_ms));
+void RunRecorder::step_started(int /*step*/, std::int64_t /*at_ms*/) {
+  // begin_attempt marks the step running, in the same transaction.
 }
 
 void RunRecorder::attempt_started(int step, int attempt, const LaunchSpec& spec, const JobStarted& job,
@@ -28,17 +28,27 @@ void RunRecorder::attempt_started(int step, int attempt, const LaunchSpec& spec,
 }
 
 void RunRecorder::attempt_finished(int step, int attempt, const AttemptOutcome& outcome, std::int64_t at_ms,
-                                   std::optional<Millis> /*retry_in*/) {
+                                   std::optional<Millis> retry_in) {
   AttemptEnd end;
   end.exit_code = outcome.exit_code;
   end.signal = outcome.signal;
   end.timed_out = outcome.timed_out;
   end.ended_ms = at_ms;
   end.error = outcome.error;
-  check(m_store.end_attempt(m_run, m_plan.steps[step].id, attempt, end));
+  if (retry_in) {
+    check(m_store.end_attempt(m_run, m_plan.steps[step].id, attempt, end));
+    return;
+  }
+  m_pending = PendingEnd{step, attempt, std::move(end)};
 }
 
 void RunRecorder::step_finished(int step, StepStatus status, const std::string& reason, std::int64_t at_ms) {
+  if (m_pending && m_pending->step == step) {
+    const StepEnd step_end{status, reason};
+    check(m_store.end_attempt(m_run, m_plan.steps[step].id, m_pending->attempt, m_pending->end, &step_end));
+    m_pending.reset();
+    return;
+  }
   check(m_store.set_step_status(m_run, m_plan.steps[step].id, status, at_ms, reason));
 }
 

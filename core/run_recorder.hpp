@@ -1,7 +1,10 @@
 #pragma once
 // Records a running plan in the tracker store: every state change the
-// scheduler reports becomes one committed write, so a runner killed at any
-// moment leaves the truth up to that moment.
+// scheduler reports is committed as it happens, so a runner killed at any
+// moment leaves the truth up to that moment. Changes that happen at the same
+// instant share one transaction (a step going running with its first
+// attempt; a last attempt ending with its step), which halves the commits
+// per step.
 
 #include "core/plan.hpp"
 #include "core/scheduler.hpp"
@@ -30,11 +33,20 @@ public:
 private:
   void check(const Expected<void>& result);
 
+  struct PendingEnd {
+    int step = -1;
+    int attempt = 0;
+    AttemptEnd end;
+  };
+
   TrackerStore& m_store;
   const Plan& m_plan;
   std::int64_t m_run;
   std::string m_executor;
   std::vector<std::string> m_errors;
+  /// The end of an attempt that decided its step, written with the step's
+  /// final status by the step_finished that follows at once.
+  std::optional<PendingEnd> m_pending;
 };
 
 /// Fans every event out to several observers, in order.

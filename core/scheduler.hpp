@@ -52,7 +52,8 @@ public:
   virtual void step_started(int /*step*/, std::int64_t /*at_ms*/) {}
   virtual void attempt_started(int /*step*/, int /*attempt*/, const LaunchSpec& /*spec*/,
                                const JobStarted& /*job*/, std::int64_t /*at_ms*/) {}
-  /// `retry_in` is set when another attempt will follow after that delay.
+  /// `retry_in` is set when another attempt will follow after that delay;
+  /// when it is not, step_finished for the same step follows at once.
   virtual void attempt_finished(int /*step*/, int /*attempt*/, const AttemptOutcome& /*outcome*/,
                                 std::int64_t /*at_ms*/, std::optional<Millis> /*retry_in*/) {}
   virtual void step_finished(int /*step*/, StepStatus /*status*/, const std::string& /*reason*/,

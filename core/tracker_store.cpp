@@ -532,23 +532,23 @@ Expected<RunRecord> TrackerStore::create_run(const NewRun& new_run) {
 // waits on the busy handler for it, which is what BEGIN IMMEDIATE does for
 // multi-statement transactions, at a third of the statements.
 
-Expected<void> TrackerStore::set_step_commands(std::int64_t run, const std::vector<std::string>& commands) {
+Expected<void> TrackerStore::set_step_commands(
+    std::int64_t run, const std::vector<std::pair<std::string, std::string>>& commands) {
   Expected<Transaction> transaction = m_database.begin(TransactionKind::immediate);
   if (!transaction) {
     return Error{transaction.error()};
   }
   {
     Expected<CachedStatement> update =
-        m_database.cached("UPDATE steps SET command = ?3 WHERE run = ?1 AND position = ?2");
+        m_database.cached("UPDATE steps SET command = ?3 WHERE run = ?1 AND id = ?2");
     if (!update) {
       return Error{update.error()};
     }
-    for (std::size_t position = 0; position < commands.size(); ++position) {
-      update->bind_all(run, static_cast<std::int64_t>(position), commands[position]);
+    for (const auto& [step, command] : commands) {
+      update->bind_all(run, step, command);
       if (Expected<void> done = update->run(); !done) {
         return done;
       }
-      update->reset();
     }
   }
   return transaction->commit();
@@ -557,6 +557,12 @@ Expected<void> TrackerStore::set_step_commands(std::int64_t run, const std::vect
 Expected<void> TrackerStore::set_step_status(std::int64_t run, std::string_view step,
                                              StepStatus status, std::int64_t at_ms,
                                              std::string_view reason) {
+  return update_step_status(run, step, status, at_ms, reason);
+}
+
+Expected<void> TrackerStore::update_step_status(std::int64_t run, std::string_view step,
+                                                StepStatus status, std::int64_t at_ms,
+                                                std::string_view reason) {
   Expected<CachedStatement> update = m_database.cached(
       "UPDATE steps SET status = ?3, "
       "started_ms = CASE WHEN ?3 = 'running' THEN coalesce(started_ms, ?4) ELSE started_ms END, "
@@ -583,11 +589,12 @@ Expected<void> TrackerStore::begin_attempt(std::int64_t run, std::string_view st
   }
   {
     Expected<CachedStatement> update = m_database.cached(
-        "UPDATE steps SET attempts = max(attempts, ?3) WHERE run = ?1 AND id = ?2");
+        "UPDATE steps SET attempts = max(attempts, ?3), status = 'running', "
+        "started_ms = coalesce(started_ms, ?4), ended_ms = NULL WHERE run = ?1 AND id = ?2");
     if (!update) {
       return Error{update.error()};
     }
-    update->bind_all(run, step, attempt);
+    update->bind_all(run, step, attempt, start.started_ms);
     if (Expected<void> done = update->run(); !done) {
       return done;
     }
@@ -613,23 +620,40 @@ Expected<void> TrackerStore::begin_attempt(std::int64_t run, std::string_view st
 }
 
 Expected<void> TrackerStore::end_attempt(std::int64_t run, std::string_view step, int attempt,
-                                         const AttemptEnd& end) {
-  Expected<CachedStatement> update = m_database.cached(
-      "UPDATE attempts SET ended_ms = ?4, exit_code = ?5, signal = ?6, timed_out = ?7, "
-      "error = ?8 WHERE run = ?1 AND step = ?2 AND number = ?3");
-  if (!update) {
-    return Error{update.error()};
+                                         const AttemptEnd& end, const StepEnd* step_end) {
+  std::optional<Transaction> transaction;
+  if (step_end != nullptr) {
+    Expected<Transaction> begun = m_database.begin(TransactionKind::immediate);
+    if (!begun) {
+      return Error{begun.error()};
+    }
+    transaction.emplace(std::move(*begun));
   }
-  update->bind_all(run, step, attempt, end.ended_ms, end.exit_code, end.signal, end.timed_out,
-                   end.error);
-  if (Expected<void> done = update->run(); !done) {
+  {
+    Expected<CachedStatement> update = m_database.cached(
+        "UPDATE attempts SET ended_ms = ?4, exit_code = ?5, signal = ?6, timed_out = ?7, "
+        "error = ?8 WHERE run = ?1 AND step = ?2 AND number = ?3");
+    if (!update) {
+      return Error{update.error()};
+    }
+    update->bind_all(run, step, attempt, end.ended_ms, end.exit_code, end.signal, end.timed_out,
+                     end.error);
+    if (Expected<void> done = update->run(); !done) {
+      return done;
+    }
+    if (m_database.changes() == 0) {
+      return Error{"run " + std::to_string(run) + " step '" + std::string(step) +
+                   "' has no attempt " + std::to_string(attempt)};
+    }
+  }
+  if (step_end == nullptr) {
+    return {};
+  }
+  if (Expected<void> done = update_step_status(run, step, step_end->status, end.ended_ms, step_end->reason);
+      !done) {
     return done;
   }
-  if (m_database.changes() == 0) {
-    return Error{"run " + std::to_string(run) + " step '" + std::string(step) +
-                 "' has no attempt " + std::to_string(attempt)};
-  }
-  return {};
+  return transaction->commit();
 }
 
 Expected<void> TrackerStore::finish_run(std::int64_t run, RunStatus status, int exit_code,

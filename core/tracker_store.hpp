@@ -145,6 +145,12 @@ struct AttemptEnd {
   std::string error;
 };
 
+/// A step's final status, recorded with the attempt that decided it.
+struct StepEnd {
+  StepStatus status = StepStatus::succeeded;
+  std::string reason;
+};
+
 struct AttemptRecord {
   std::string step_id;
   /// 1-based.
@@ -210,19 +216,24 @@ public:
   /// Inserts the run (status running) and its steps (pending). The id is
   /// random; the number is the next in the store, safe under concurrency.
   Expected<RunRecord> create_run(const NewRun& run);
-  /// Records each step's resolved command, in file order: the run's id and
-  /// number are known only once it exists, and commands may use them.
-  Expected<void> set_step_commands(std::int64_t run, const std::vector<std::string>& commands);
+  /// Records steps' resolved commands, {step id, command}, in one
+  /// transaction: the run's id and number are known only once it exists, and
+  /// commands may use them.
+  Expected<void> set_step_commands(std::int64_t run,
+                                   const std::vector<std::pair<std::string, std::string>>& commands);
   /// running sets started_ms (first time only) and clears ended_ms; a
   /// terminal status sets ended_ms. `reason` replaces the step's reason.
   Expected<void> set_step_status(std::int64_t run, std::string_view step, StepStatus status,
                                  std::int64_t at_ms, std::string_view reason = {});
-  /// Records attempt `attempt` (1-based) of the step and raises the step's
-  /// attempt count to it.
+  /// Records attempt `attempt` (1-based) of the step, raises the step's
+  /// attempt count to it and marks the step running (started_ms is set the
+  /// first time): one transaction, as both happen at once.
   Expected<void> begin_attempt(std::int64_t run, std::string_view step, int attempt,
                                const AttemptStart& start);
+  /// Ends the attempt; with `step_end`, also sets the step's final status
+  /// (as set_step_status would) in the same transaction.
   Expected<void> end_attempt(std::int64_t run, std::string_view step, int attempt,
-                             const AttemptEnd& end);
+                             const AttemptEnd& end, const StepEnd* step_end = nullptr);
   Expected<void> finish_run(std::int64_t run, RunStatus status, int exit_code, std::int64_t at_ms);
 
   /// Newest first.
@@ -257,6 +268,9 @@ private:
   Expected<void> migrate();
   Expected<bool> load_step_counts(RunRecord& run);
   Error no_run(std::int64_t number) const;
+  /// The UPDATE behind set_step_status, without a transaction of its own.
+  Expected<void> update_step_status(std::int64_t run, std::string_view step, StepStatus status,
+                                    std::int64_t at_ms, std::string_view reason);
 
   std::filesystem::path m_directory;
   sqlite::Database m_database;
