@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <unistd.h>
 
+#include <cerrno>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
@@ -254,7 +255,11 @@ int logs_command(const GlobalOptions& global, const std::string& ref, const std:
       }
       std::ifstream in(path, std::ios::binary);
       if (!in) {
-        std::fprintf(stderr, "kiln: warning: %s: cannot read (removed?)\n", path.c_str());
+        // No file: the stream said nothing (files are created on the first
+        // byte). Any other failure to read is worth a word.
+        if (errno != ENOENT) {
+          std::fprintf(stderr, "kiln: warning: %s: %s\n", path.c_str(), std::strerror(errno));
+        }
         continue;
       }
       if (in.peek() == std::ifstream::traits_type::eof()) {

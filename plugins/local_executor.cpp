@@ -17,6 +17,7 @@
 #include <cerrno>
 #include <charconv>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <ctime>
 #include <system_error>
@@ -93,10 +94,22 @@ public:
   Fd& operator=(const Fd&) = delete;
 
   int get() const { return m_fd; }
+  int release() {
+    const int fd = m_fd;
+    m_fd = -1;
+    return fd;
+  }
+  void reset(int fd) {
+    if (m_fd >= 0) {
+      ::close(m_fd);
+    }
+    m_fd = fd;
+  }
 
 private:
   int m_fd;
 };
+
 
 std::string error_text(int error) {
   return std::generic_category().message(error);
@@ -122,6 +135,25 @@ int open_output(const std::string& path) {
   } while (fd < 0 && errno == EINTR);
   return above_stdio(fd);
 }
+
+// A pipe for one output stream: the child gets the write end as its stdout
+// or stderr; the runner reads the other, without blocking. O_NONBLOCK is
+// set on the read end alone: the two ends are separate open files, and a
+// job must see an ordinary blocking stdout.
+struct OutputPipe {
+  Fd read;
+  Fd write;
+
+  bool open() {
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC) != 0) {
+      return false;
+    }
+    read.reset(fds[0]);
+    write.reset(above_stdio(fds[1]));
+    return write.get() >= 0 && ::fcntl(read.get(), F_SETFL, O_NONBLOCK) == 0;
+  }
+};
 
 bool is_executable_file(const std::string& path) {
   struct stat st;
@@ -204,10 +236,12 @@ LocalExecutor::~LocalExecutor() {
   for (const Job& job : m_running) {
     ::kill(-job.pid, SIGKILL);
   }
-  for (const Job& job : m_running) {
+  for (Job& job : m_running) {
     int status = 0;
     while (::waitpid(job.pid, &status, 0) < 0 && errno == EINTR) {
     }
+    finish(job.out);
+    finish(job.err);
   }
   ::close(m_signal_fd);
   ::close(m_dev_null);
@@ -289,20 +323,17 @@ core::Expected<core::JobStarted> LocalExecutor::start(const core::LaunchSpec& sp
     return start_error(spec, ENOENT);
   }
 
-  const Fd out(open_output(spec.stdout_path));
-  if (out.get() < 0) {
-    return core::Error{"cannot open " + spec.stdout_path + ": " + error_text(errno)};
-  }
   const bool shared = spec.stderr_path == spec.stdout_path;
-  const Fd err(shared ? -1 : open_output(spec.stderr_path));
-  if (!shared && err.get() < 0) {
-    return core::Error{"cannot open " + spec.stderr_path + ": " + error_text(errno)};
+  OutputPipe out;
+  OutputPipe err;
+  if (!out.open() || (!shared && !err.open())) {
+    return core::Error{"cannot create a pipe for the output: " + error_text(errno)};
   }
 
   FileActions actions;
   ::posix_spawn_file_actions_adddup2(actions.get(), m_dev_null, 0);
-  ::posix_spawn_file_actions_adddup2(actions.get(), out.get(), 1);
-  ::posix_spawn_file_actions_adddup2(actions.get(), shared ? out.get() : err.get(), 2);
+  ::posix_spawn_file_actions_adddup2(actions.get(), out.write.get(), 1);
+  ::posix_spawn_file_actions_adddup2(actions.get(), shared ? out.write.get() : err.write.get(), 2);
   if (!spec.workdir.empty()) {
     ::posix_spawn_file_actions_addchdir_np(actions.get(), spec.workdir.c_str());
   }
@@ -332,7 +363,11 @@ core::Expected<core::JobStarted> LocalExecutor::start(const core::LaunchSpec& sp
   const std::int64_t tick_after = boot_tick(tick_ns);
 
   const core::JobId id = m_next_id++;
-  m_running.push_back(Job{id, pid});
+  Job job{id, pid, {out.read.release(), -1, spec.stdout_path, false}, {}};
+  if (!shared) {
+    job.err = {err.read.release(), -1, spec.stderr_path, false};
+  }
+  m_running.push_back(std::move(job));
 
   // The child cannot be reaped before we read its stat: only wait() reaps.
   const std::int64_t start_ticks =
@@ -389,6 +424,10 @@ void LocalExecutor::reap(std::vector<core::JobExit>& exits) {
     if (reaped < 0 && errno == EINTR) {
       continue;
     }
+    // Everything the job wrote is in its pipes now (or still being written
+    // by a grandchild, which is not waited for): take it before reporting.
+    finish(m_running[i].out);
+    finish(m_running[i].err);
     core::JobExit exit;
     exit.id = m_running[i].id;
     // ECHILD: someone else reaped it (a waitpid(-1) elsewhere); its status
@@ -428,10 +467,88 @@ core::WaitResult LocalExecutor::wait(std::optional<core::TimePoint> deadline) {
       timeout.tv_sec = static_cast<time_t>(seconds.count());
       timeout.tv_nsec = static_cast<long>((left - seconds).count());
     }
-    pollfd watch = {m_signal_fd, POLLIN, 0};
-    if (::ppoll(&watch, 1, deadline ? &timeout : nullptr, nullptr) < 0 && errno != EINTR) {
+    m_poll.clear();
+    m_poll_captures.clear();
+    m_poll.push_back({m_signal_fd, POLLIN, 0});
+    m_poll_captures.push_back(nullptr);
+    for (Job& job : m_running) {
+      for (Capture* capture : {&job.out, &job.err}) {
+        if (capture->pipe >= 0) {
+          m_poll.push_back({capture->pipe, POLLIN, 0});
+          m_poll_captures.push_back(capture);
+        }
+      }
+    }
+    if (::ppoll(m_poll.data(), m_poll.size(), deadline ? &timeout : nullptr, nullptr) < 0) {
+      if (errno == EINTR) {
+        continue;
+      }
       throw_errno("ppoll");
     }
+    for (std::size_t i = 1; i < m_poll.size(); ++i) {
+      if (m_poll[i].revents != 0) {
+        pump(*m_poll_captures[i]);
+      }
+    }
+  }
+}
+
+void LocalExecutor::pump(Capture& capture) {
+  while (capture.pipe >= 0) {
+    const ssize_t n = ::read(capture.pipe, m_buffer.data(), m_buffer.size());
+    if (n < 0) {
+      if (errno == EINTR) {
+        continue;
+      }
+      if (errno != EAGAIN) {
+        ::close(capture.pipe);
+        capture.pipe = -1;
+      }
+      return;
+    }
+    if (n == 0) {
+      ::close(capture.pipe);
+      capture.pipe = -1;
+      return;
+    }
+    if (capture.failed) {
+      continue;
+    }
+    if (capture.file < 0) {
+      capture.file = open_output(capture.path);
+    }
+    const char* data = m_buffer.data();
+    std::size_t left = static_cast<std::size_t>(n);
+    while (capture.file >= 0 && left > 0) {
+      const ssize_t written = ::write(capture.file, data, left);
+      if (written < 0 && errno == EINTR) {
+        continue;
+      }
+      if (written <= 0) {
+        break;
+      }
+      data += written;
+      left -= static_cast<std::size_t>(written);
+    }
+    if (capture.file < 0 || left > 0) {
+      // Disk full, store removed...: keep draining so the job never blocks
+      // on a full pipe, and say so once.
+      std::fprintf(stderr, "kiln: warning: cannot write %s: %s; dropping the rest of this output\n",
+                   capture.path.c_str(), error_text(errno).c_str());
+      capture.failed = true;
+    }
+  }
+}
+
+void LocalExecutor::finish(Capture& capture) {
+  pump(capture);
+  if (capture.pipe >= 0) {
+    ::close(capture.pipe);
+    capture.pipe = -1;
+  }
+  if (capture.file >= 0) {
+    ::close(capture.file);
+    capture.file = -1;
   }
 }
 
