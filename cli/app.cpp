@@ -4,6 +4,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include <csignal>
 #include <cstdio>
 #include <exception>
 
@@ -23,11 +24,16 @@ void add_workflow_options(CLI::App* command, WorkflowOptions& options) {
 } // namespace
 
 int main(int argc, char** argv) {
+  // A reader that goes away (`kiln run ... | head -1`, a CI log pipe that
+  // breaks) must not kill a runner mid-run: writes to it fail with EPIPE and
+  // are dropped, and the run is still recorded to the end. Steps get the
+  // default disposition back (plugins/local_executor.cpp).
+  std::signal(SIGPIPE, SIG_IGN);
   CLI::App app{"kiln: run ML pipelines described in YAML as dependency graphs, and record every run.", "kiln"};
   app.set_version_flag("-V,--version", std::string("kiln ") + KILN_VERSION);
   app.require_subcommand(1);
   app.footer("Exit status: 0 success, 1 a step failed, 2 bad usage or invalid workflow, 3 kiln itself failed,\n"
-             "130/143 interrupted. See kiln(1) and kiln-workflow(5).");
+             "128+N stopped by signal N (129 SIGHUP, 130 SIGINT, 143 SIGTERM). See kiln(1) and kiln-workflow(5).");
 
   GlobalOptions global;
   app.add_option("--store", global.store, "Tracker store directory (default: $KILN_STORE, or the nearest .kiln/)")
@@ -57,7 +63,7 @@ int main(int argc, char** argv) {
   RunOptions run_options;
   auto* run = app.add_subcommand("run", "Run a workflow and record it");
   add_workflow_options(run, run_options.workflow);
-  run->add_option("-j,--jobs", run_options.jobs, "Steps at once (default: number of CPUs)")->check(CLI::PositiveNumber);
+  run->add_option("-j,--jobs", run_options.jobs, "Steps at once (default: number of CPUs)")->check(CLI::Range(1, 4096));
   run->add_flag("-k,--keep-going", run_options.keep_going, "After a failure, run every step that does not depend on it");
   run->add_option("--executor", run_options.executor, "Where steps run")->check(CLI::IsMember({"local"}));
   run->add_option("--store", global.store, "Tracker store directory")->type_name("DIR");

@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -370,7 +371,9 @@ int run_command(const GlobalOptions& global, const RunOptions& options, int argc
   core::ObserverList observers({&recorder, &console});
   core::SchedulerOptions scheduler_options;
   scheduler_options.jobs = options.jobs > 0 ? options.jobs : machine_cpus();
-  scheduler_options.cpus = machine_cpus();
+  // Steps count their resources.cpus against the machine's CPUs, but an
+  // explicit -j above that is a request (I/O-bound steps) and is honoured.
+  scheduler_options.cpus = std::max(machine_cpus(), scheduler_options.jobs);
   scheduler_options.keep_going = options.keep_going ? core::KeepGoing::yes : core::KeepGoing::no;
   scheduler_options.seed = std::hash<std::string>{}(run->id);
   auto& store_ref = **store;
@@ -387,12 +390,17 @@ int run_command(const GlobalOptions& global, const RunOptions& options, int argc
   console.finish();
 
   int exit_code = result.exit_code;
+  // A run whose record is incomplete did not fully succeed: say so, and
+  // exit 3 unless a step failure or a signal already says more.
+  std::vector<std::string> unrecorded = recorder.errors();
   if (auto finished = store_ref.finish_run(run->number, result.status, exit_code, clock.wall_ms()); !finished) {
-    std::fprintf(stderr, "kiln: error: %s\n", finished.error().c_str());
-    exit_code = exit_code == 0 ? k_exit_internal : exit_code;
+    unrecorded.push_back(finished.error());
   }
-  for (const auto& error : recorder.errors()) {
-    std::fprintf(stderr, "kiln: warning: not recorded: %s\n", error.c_str());
+  for (const auto& error : unrecorded) {
+    std::fprintf(stderr, "kiln: error: not recorded: %s\n", error.c_str());
+  }
+  if (!unrecorded.empty() && exit_code == k_exit_ok) {
+    exit_code = k_exit_internal;
   }
 
   std::map<core::StepStatus, int> counts;
@@ -405,6 +413,11 @@ int run_command(const GlobalOptions& global, const RunOptions& options, int argc
   }
   const auto elapsed = clock.wall_ms() - started_ms;
   const std::string verdict = std::string(core::to_string(result.status));
+  if (!unrecorded.empty()) {
+    std::printf("kiln: run %lld %s, but the store could not record all of it (see the errors above)\n",
+                static_cast<long long>(run->number), verdict.c_str());
+    return exit_code;
+  }
   std::printf("kiln: run %lld %s in %s (%s)\n", static_cast<long long>(run->number),
               paint(verdict, result.status == core::RunStatus::succeeded ? Style::green : Style::red, terminal.color)
                   .c_str(),

@@ -103,12 +103,18 @@ Expected<Plan> make_plan(const Workflow& workflow, const PlanContext& context) {
   Plan plan;
   plan.run_id = context.run_id;
   std::string errors;
-  auto report = [&](const SourceLocation& at, std::string_view step, const std::string& message) {
+  // `where` names what holds the template: "step 'train'", "env A of step
+  // 'train'", "workflow env A". Positions are the step's or the command's;
+  // the model keeps none for env values.
+  auto report = [&](const SourceLocation& at, const std::string& where, const std::string& message) {
     if (!errors.empty()) {
       errors += '\n';
     }
-    errors += workflow.file + ":" + std::to_string(at.line) + ":" + std::to_string(at.column) +
-              ": error: step '" + std::string(step) + "': " + message;
+    errors += workflow.file;
+    if (at.line > 0) {
+      errors += ":" + std::to_string(at.line) + ":" + std::to_string(at.column);
+    }
+    errors += ": error: " + where + ": " + message;
   };
 
   // The base environment: the runner's, then the workflow's (templated
@@ -122,7 +128,7 @@ Expected<Plan> make_plan(const Workflow& workflow, const PlanContext& context) {
   for (const auto& [name, value] : workflow.env) {
     auto rendered = render_template(value, tc);
     if (!rendered) {
-      report({}, "(workflow env)", rendered.error());
+      report({}, "workflow env " + name, rendered.error());
       continue;
     }
     plan.base_env.push_back(name + "=" + *rendered);
@@ -162,7 +168,7 @@ Expected<Plan> make_plan(const Workflow& workflow, const PlanContext& context) {
     for (const auto& [name, value] : step.env) {
       auto rendered = render_template(value, tc);
       if (!rendered) {
-        report(step.location, step.id, rendered.error());
+        report(step.location, "env " + name + " of step '" + step.id + "'", rendered.error());
         continue;
       }
       step_env.push_back(name + "=" + *rendered);
@@ -176,7 +182,7 @@ Expected<Plan> make_plan(const Workflow& workflow, const PlanContext& context) {
     };
     auto workdir = render_template(step.workdir, tc);
     if (!workdir) {
-      report(step.location, step.id, workdir.error());
+      report(step.location, "workdir of step '" + step.id + "'", workdir.error());
     } else {
       // Most steps share a workdir; path arithmetic per step adds up.
       auto [it, fresh] = absolute_dirs.try_emplace(*workdir);
@@ -188,7 +194,7 @@ Expected<Plan> make_plan(const Workflow& workflow, const PlanContext& context) {
     if (step.run.form == Command::Form::shell) {
       auto script = render_template(step.run.script, tc);
       if (!script) {
-        report(step.run.location, step.id, script.error());
+        report(step.run.location, "step '" + step.id + "'", script.error());
       } else {
         ps.display_command = *script;
         ps.argv = {"/bin/sh", "-c", std::move(*script)};
@@ -197,7 +203,7 @@ Expected<Plan> make_plan(const Workflow& workflow, const PlanContext& context) {
       for (const auto& arg : step.run.argv) {
         auto rendered = render_template(arg, tc);
         if (!rendered) {
-          report(step.run.location, step.id, rendered.error());
+          report(step.run.location, "step '" + step.id + "'", rendered.error());
           continue;
         }
         if (!ps.display_command.empty()) {
@@ -205,15 +211,6 @@ Expected<Plan> make_plan(const Workflow& workflow, const PlanContext& context) {
         }
         ps.display_command += shell_quote(*rendered);
         ps.argv.push_back(std::move(*rendered));
-      }
-    }
-    // A step that consumes a model is told where it is.
-    if (!step.model.empty()) {
-      if (const Step* producer = workflow.step(step.model)) {
-        if (const StepOutput* model = producer->output("model")) {
-          const auto dir = absolute_dir(workflow.directory, producer->workdir);
-          step_env.push_back("KILN_MODEL=" + absolute_dir(dir, model->path));
-        }
       }
     }
     ps.env = std::move(step_env);
@@ -225,6 +222,21 @@ Expected<Plan> make_plan(const Workflow& workflow, const PlanContext& context) {
   }
   if (!errors.empty()) {
     return Error{errors};
+  }
+  // A step that consumes a model is told where it is: in the producer's
+  // workdir as resolved above (it may be templated).
+  for (std::size_t i = 0; i < workflow.steps.size(); ++i) {
+    const Step& step = workflow.steps[i];
+    if (step.model.empty()) {
+      continue;
+    }
+    const auto producer = index_of.find(step.model);
+    if (producer == index_of.end()) {
+      continue;
+    }
+    if (const StepOutput* model = workflow.steps[producer->second].output("model")) {
+      plan.steps[i].env.push_back("KILN_MODEL=" + absolute_dir(plan.steps[producer->second].workdir, model->path));
+    }
   }
 
   const auto priority = critical_path_lengths(needs);

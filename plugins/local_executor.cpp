@@ -415,17 +415,26 @@ void LocalExecutor::drain_signals(std::vector<int>& interrupts) {
 
 void LocalExecutor::reap(std::vector<core::JobExit>& exits) {
   for (std::size_t i = 0; i < m_running.size();) {
-    int status = 0;
-    const pid_t reaped = ::waitpid(m_running[i].pid, &status, WNOHANG);
-    if (reaped == 0) {
+    const pid_t pid = m_running[i].pid;
+    // Peek first, without reaping: while the exited leader is a zombie its
+    // pid, and so its process group id, cannot be reused.
+    siginfo_t info = {};
+    if (::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid == 0) {
       ++i;
       continue;
     }
-    if (reaped < 0 && errno == EINTR) {
-      continue;
-    }
-    // Everything the job wrote is in its pipes now (or still being written
-    // by a grandchild, which is not waited for): take it before reporting.
+    // A step is over when its command is: whatever it left running in its
+    // group (a background `sleep &`, a grandchild that ignored SIGTERM) is
+    // killed, so no step outlives its record or escapes a timeout or a
+    // Ctrl-C. Something meant to outlive a step must leave its group
+    // (setsid).
+    ::kill(-pid, SIGKILL);
+    int status = 0;
+    pid_t reaped = 0;
+    do {
+      reaped = ::waitpid(pid, &status, 0);
+    } while (reaped < 0 && errno == EINTR);
+    // What the job wrote is in its pipes now: take it before reporting.
     finish(m_running[i].out);
     finish(m_running[i].err);
     core::JobExit exit;

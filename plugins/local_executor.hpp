@@ -81,8 +81,8 @@ private:
   /// Moves what the pipe holds into the log file; at end of file closes the
   /// pipe. Never blocks.
   void pump(Capture& capture);
-  /// Pumps, then closes the pipe and the file: after the job exited, what is
-  /// in the pipe is all its leader wrote.
+  /// Pumps, then closes the pipe and the file: after the job exited (and
+  /// what it left in its group was killed), the pipe holds all it wrote.
   void finish(Capture& capture);
 
   void drain_signals(std::vector<int>& interrupts);

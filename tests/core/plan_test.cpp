@@ -79,6 +79,23 @@ TEST_SUITE("core::Plan") {
     CHECK(!env_value(env, "KILN_MODEL"));
   }
 
+  TEST_CASE("KILN_MODEL follows a templated workdir of the train step") {
+    Workflow w = sample();
+    w.steps[0].workdir = "${{ params.name }}";
+    w.params[1].value = "runs";
+    auto plan = make_plan(w, {"id", 1, "/s", {}});
+    REQUIRE(plan.ok());
+    CHECK(env_value(attempt_environment(*plan, plan->steps[1], 1), "KILN_MODEL") == "/work/demo/runs/out/model.pkl");
+  }
+
+  TEST_CASE("an unset env.X in the workflow's env names the variable") {
+    Workflow w = sample();
+    w.env.push_back({"B", "${{ env.NOPE_NOT_SET }}"});
+    auto plan = make_plan(w, {"id", 1, "/s", {}});
+    REQUIRE(!plan.ok());
+    CHECK(plan.error() == "demo.yaml: error: workflow env B: env.NOPE_NOT_SET is not set");
+  }
+
   TEST_CASE("the order starts the longest chain first and respects needs") {
     auto plan = make_plan(sample(), {"id", 1, "/s", {}});
     REQUIRE(plan.ok());

@@ -63,3 +63,32 @@ expect_exit 0 "$KILN" run "$KILN_SOURCE/examples/quickstart/workflow.yaml"
 cat "$work/out" "$work/err" | grep -q $'\033' && fail "escape codes in output off a terminal"
 expect_output "[1/3]"
 true
+
+# A reader that goes away must not kill the runner: the run is still
+# recorded to the end.
+cat > two.yaml <<'YAML'
+name: two
+steps:
+  a:
+    run: sleep 0.2; echo a
+  b:
+    needs: [a]
+    run: sleep 0.2; echo b
+YAML
+"$KILN" run two.yaml | head -1 > /dev/null
+expect_exit 0 "$KILN" runs show last --output json
+expect_json 'd["status"]' succeeded
+expect_json '[s["status"] for s in d["step_list"]]' "['succeeded', 'succeeded']"
+
+# -j above the number of CPUs is honoured: four steps that each wait for all
+# four to have started can only finish if they run at once.
+cat > barrier.yaml <<'YAML'
+name: barrier
+steps:
+  s1: {run: "touch s1; for i in $(seq 100); do [ $(ls s? | wc -l) -eq 4 ] && exit 0; sleep 0.05; done; exit 1"}
+  s2: {run: "touch s2; for i in $(seq 100); do [ $(ls s? | wc -l) -eq 4 ] && exit 0; sleep 0.05; done; exit 1"}
+  s3: {run: "touch s3; for i in $(seq 100); do [ $(ls s? | wc -l) -eq 4 ] && exit 0; sleep 0.05; done; exit 1"}
+  s4: {run: "touch s4; for i in $(seq 100); do [ $(ls s? | wc -l) -eq 4 ] && exit 0; sleep 0.05; done; exit 1"}
+YAML
+expect_exit 0 "$KILN" run barrier.yaml -j 4
+expect_exit 2 "$KILN" run barrier.yaml -j 0

@@ -165,6 +165,19 @@ TEST_CASE("output that cannot be written is drained and dropped; the job never b
   CHECK_FALSE(std::filesystem::exists(spec.stderr_path));
 }
 
+TEST_CASE("what a job leaves running in its group dies with it, even if it ignores SIGTERM") {
+  TempDir dir;
+  LocalExecutor executor;
+  const std::string pid_file = dir.file("background.pid");
+  LaunchSpec spec = shell_spec(dir, "sh -c \"trap '' TERM; echo \\$\\$ > " + pid_file + "; sleep 30\" & "
+                                    "while [ ! -s " + pid_file + " ]; do sleep 0.01; done; echo leader done");
+  const JobStarted job = start_ok(executor, spec);
+  CHECK(wait_for_exit(executor, job.id).exit_code == 0);
+  const pid_t background = std::stoi(read_file(pid_file));
+  CHECK(eventually_gone([&] { return kiln::plugins::process_alive(background, kiln::plugins::process_start_ticks(background)); }));
+  CHECK(read_file(spec.stdout_path) == "leader done\n");
+}
+
 TEST_CASE("a stream that says nothing leaves no file; a large one arrives whole") {
   TempDir dir;
   LocalExecutor executor;
@@ -550,7 +563,9 @@ Orphan make_orphan(const TempDir& dir, const std::string& leader_script) {
   LocalExecutor executor;
   const std::string inner = "sleep 100 & echo $! > grandchild.pid; " + leader_script;
   const JobStarted outer =
-    start_ok(executor, shell_spec(dir, "setsid sh -c '" + inner + "' >/dev/null 2>&1 & echo $! > leader.pid"));
+    start_ok(executor, shell_spec(dir, "setsid sh -c '" + inner + "' >/dev/null 2>&1 & echo $! > leader.pid; "
+                                       // Until the orphan has left our group: what stays in it dies with us.
+                                       "while [ ! -s grandchild.pid ]; do sleep 0.01; done"));
   REQUIRE(wait_for_exit(executor, outer.id).exit_code == 0);
 
   Orphan orphan;
