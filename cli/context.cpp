@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <array>
+#include <map>
 #include <cstdio>
 #include <cstdlib>
 
@@ -111,13 +112,17 @@ core::Expected<std::unique_ptr<core::TrackerStore>> open_store(const std::string
     return store;
   }
   std::int64_t last_run = 0;
+  std::map<std::string, std::vector<std::string>> handles;
   for (const auto& orphan : *orphans) {
     if (orphan.run_number != last_run) {
       std::fprintf(stderr, "kiln: run %lld's runner died; marked it crashed\n",
                    static_cast<long long>(orphan.run_number));
       last_run = orphan.run_number;
     }
-    plugins::stop_orphan(orphan.executor, orphan.handle);
+    handles[orphan.executor].push_back(orphan.handle);
+  }
+  for (const auto& [executor, group] : handles) {
+    plugins::stop_orphans(executor, group);
   }
   return store;
 }

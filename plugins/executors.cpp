@@ -9,7 +9,7 @@ namespace {
 struct ExecutorPlugin {
   std::string_view name;
   std::unique_ptr<core::Executor> (*make)();
-  void (*stop_orphan)(std::string_view handle);
+  void (*stop_orphans)(const std::vector<std::string>& handles);
 };
 
 std::unique_ptr<core::Executor> make_local() {
@@ -18,7 +18,7 @@ std::unique_ptr<core::Executor> make_local() {
 
 // Add an optional executor (Slurm) behind its CMake option here.
 constexpr ExecutorPlugin k_executors[] = {
-  {"local", &make_local, &stop_orphan_job},
+  {"local", &make_local, &stop_orphan_jobs},
 };
 
 const ExecutorPlugin* find(std::string_view name) {
@@ -46,8 +46,12 @@ std::vector<std::string_view> executor_names() {
 }
 
 void stop_orphan(std::string_view executor, std::string_view handle) {
+  stop_orphans(executor, {std::string(handle)});
+}
+
+void stop_orphans(std::string_view executor, const std::vector<std::string>& handles) {
   if (const ExecutorPlugin* plugin = find(executor)) {
-    plugin->stop_orphan(handle);
+    plugin->stop_orphans(handles);
   }
 }
 

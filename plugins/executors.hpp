@@ -6,6 +6,7 @@
 #include "core/executor.hpp"
 
 #include <memory>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -22,5 +23,9 @@ std::vector<std::string_view> executor_names();
 /// longer names a live job of ours is left alone. May block for a few
 /// seconds while the job shuts down.
 void stop_orphan(std::string_view executor, std::string_view handle);
+
+/// The same for several jobs of one executor, stopped together: one grace
+/// period for all rather than one each.
+void stop_orphans(std::string_view executor, const std::vector<std::string>& handles);
 
 } // namespace kiln::plugins

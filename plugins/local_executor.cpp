@@ -14,6 +14,7 @@
 
 #include "plugins/process_identity.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <chrono>
@@ -561,15 +562,19 @@ void LocalExecutor::finish(Capture& capture) {
   }
 }
 
-void stop_orphan_job(std::string_view handle) {
+namespace {
+
+/// The group a handle "local:PGID:TICKS" names, if it is still ours to
+/// signal; 0 otherwise.
+pid_t orphan_group(std::string_view handle) {
   constexpr std::string_view prefix = "local:";
   if (!handle.starts_with(prefix)) {
-    return;
+    return 0;
   }
   handle.remove_prefix(prefix.size());
   const std::size_t colon = handle.find(':');
   if (colon == std::string_view::npos || colon == 0 || colon + 1 == handle.size()) {
-    return;
+    return 0;
   }
   std::uint64_t group = 0;
   std::uint64_t ticks = 0;
@@ -577,38 +582,60 @@ void stop_orphan_job(std::string_view handle) {
   const char* middle = first + colon;
   const char* last = first + handle.size();
   if (std::from_chars(first, middle, group).ptr != middle || std::from_chars(middle + 1, last, ticks).ptr != last) {
-    return;
+    return 0;
   }
   // Group 0 is our own group and -1 every process we may signal; our own
   // group is never a job's.
   const auto pgid = static_cast<pid_t>(group);
   if (group <= 1 || group != static_cast<std::uint64_t>(pgid) || pgid == ::getpgrp()) {
-    return;
+    return 0;
   }
-
   const std::int64_t leader_ticks = process_start_ticks(pgid);
   if (leader_ticks != static_cast<std::int64_t>(ticks)) {
     // Another process holds the leader's pid: the job's group ended before
     // it was reused. Or the leader is gone: then the group is ours only if
     // it still exists, and the leader's pid still not reused.
     if (leader_ticks != 0 || ::kill(-pgid, 0) != 0 || process_start_ticks(pgid) != 0) {
-      return;
+      return 0;
     }
   }
+  return pgid;
+}
 
-  ::kill(-pgid, SIGTERM);
-  // This runs in a recovery command, not in the runner's loop: a short poll
-  // is simpler than anything that could wait on a group we did not start.
-  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(2);
-  while (std::chrono::steady_clock::now() < give_up) {
-    // A group of zombies still exists until they are reaped by whoever
-    // inherited them (an init that reaps lazily, or none in a container).
-    if ((::kill(-pgid, 0) != 0 && errno == ESRCH) || !process_group_running(pgid)) {
-      return;
+bool group_gone(pid_t pgid) {
+  // A group of zombies still exists until they are reaped by whoever
+  // inherited them (an init that reaps lazily, or none in a container).
+  return (::kill(-pgid, 0) != 0 && errno == ESRCH) || !process_group_running(pgid);
+}
+
+} // namespace
+
+void stop_orphan_jobs(const std::vector<std::string>& handles) {
+  std::vector<pid_t> groups;
+  for (const std::string& handle : handles) {
+    if (const pid_t pgid = orphan_group(handle); pgid != 0) {
+      groups.push_back(pgid);
+      ::kill(-pgid, SIGTERM);
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
-  ::kill(-pgid, SIGKILL);
+  // All at once, then one grace for all: a recovery that finds eight
+  // stubborn steps waits two seconds, not sixteen. This runs in a recovery
+  // command, not in the runner's loop: a short poll is simpler than anything
+  // that could wait on groups we did not start.
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  while (!groups.empty() && std::chrono::steady_clock::now() < give_up) {
+    groups.erase(std::remove_if(groups.begin(), groups.end(), group_gone), groups.end());
+    if (!groups.empty()) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  }
+  for (const pid_t pgid : groups) {
+    ::kill(-pgid, SIGKILL);
+  }
+}
+
+void stop_orphan_job(std::string_view handle) {
+  stop_orphan_jobs({std::string(handle)});
 }
 
 } // namespace kiln::plugins

@@ -119,4 +119,8 @@ private:
 /// process, is left alone. Blocks for up to about two seconds.
 void stop_orphan_job(std::string_view handle);
 
+/// The same for several jobs at once: SIGTERM to every group, one grace of
+/// about two seconds for all, then SIGKILL to what is left.
+void stop_orphan_jobs(const std::vector<std::string>& handles);
+
 } // namespace kiln::plugins

@@ -636,3 +636,24 @@ TEST_CASE("stop_orphan_job leaves alone a group whose leader is another process"
 }
 
 } // TEST_SUITE
+
+TEST_CASE("stop_orphan_jobs stops several stubborn groups within one grace, not one each") {
+  std::vector<TempDir> dirs(3);
+  std::vector<Orphan> orphans;
+  std::vector<std::string> handles;
+  for (auto& dir : dirs) {
+    // The leader ignores SIGTERM: only the SIGKILL after the grace ends it.
+    orphans.push_back(make_orphan(dir, "trap \"\" TERM; while true; do sleep 0.05; done"));
+    handles.push_back(orphans.back().handle);
+  }
+  const auto start = Clock::now();
+  kiln::plugins::stop_orphan_jobs(handles);
+  const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start);
+  MESSAGE("stop_orphan_jobs took " << took.count() << " ms for 3 groups");
+  // One grace is about 2 s; one each would be at least 6 s.
+  CHECK(took < 4500ms);
+  for (const Orphan& orphan : orphans) {
+    CHECK(eventually_gone([&] { return kiln::plugins::process_alive(orphan.leader, orphan.leader_ticks); }));
+    CHECK(eventually_gone([&] { return kiln::plugins::process_alive(orphan.grandchild, orphan.grandchild_ticks); }));
+  }
+}
