@@ -376,6 +376,8 @@ private:
   std::optional<bool> read_bool(const Node& value, const Node& key);
   std::optional<int> read_int(const Node& value, const Node& key, int min, int max, std::string_view what);
   std::optional<Millis> read_duration(const Node& value, const Node& key);
+  /// A duration above zero: a zero timeout would kill every step at once.
+  std::optional<Millis> read_timeout(const Node& value, const Node& key);
   void check_templates(const Node& scalar);
   void forbid_templates(const Node& scalar, std::string_view where);
 
@@ -392,6 +394,8 @@ private:
   void load_outputs(const Node& key, const Node& value, Step& step);
   void check_graph(Workflow& workflow);
   std::vector<int> trains_upstream(int step, const Workflow& workflow);
+  std::vector<std::vector<int>> all_trains_upstream(const core::Dependencies& deps, const Workflow& workflow);
+  bool is_upstream(int ancestor, int step, const core::Dependencies& dependents);
   std::string suggest_step(std::string_view word);
   Names param_names() const { return Names(m_param_names.begin(), m_param_names.end()); }
 
@@ -414,6 +418,8 @@ private:
   std::unordered_map<std::string_view, int> m_step_index;
   std::vector<StepInfo> m_infos;
   int m_step_suggestions_left = k_step_suggestion_budget;
+  /// For each train step named by a `model:`: which steps are downstream.
+  std::unordered_map<int, std::vector<char>> m_downstream;
 };
 
 std::vector<Diagnostic> Loader::take_diagnostics() {
@@ -581,6 +587,15 @@ std::optional<int> Loader::read_int(const Node& value, const Node& key, int min,
     return std::nullopt;
   }
   return n;
+}
+
+std::optional<Millis> Loader::read_timeout(const Node& value, const Node& key) {
+  auto d = read_duration(value, key);
+  if (d && d->count() == 0) {
+    error_at(value, "a timeout must be longer than 0s; leave 'timeout' out for none");
+    return std::nullopt;
+  }
+  return d;
 }
 
 std::optional<Millis> Loader::read_duration(const Node& value, const Node& key) {
@@ -810,7 +825,7 @@ void Loader::load_defaults(const Node& key, const Node& value, Defaults& default
     const Node& k = value.map_key(i);
     const Node& v = value.map_value(i);
     if (k.value == "timeout") {
-      if (auto d = read_duration(v, k)) {
+      if (auto d = read_timeout(v, k)) {
         defaults.timeout = *d;
       }
     } else if (k.value == "kill_after") {
@@ -1035,7 +1050,7 @@ void Loader::load_step(const Node& key, const Node& value, Step& step, StepInfo&
         info.model_value = &v;
       }
     } else if (name == "timeout") {
-      if (auto d = read_duration(v, k)) {
+      if (auto d = read_timeout(v, k)) {
         step.timeout = *d;
       }
     } else if (name == "kill_after") {
@@ -1062,6 +1077,7 @@ void Loader::load_needs(const Node& key, const Node& value, Step& step, StepInfo
       items.push_back(&item);
     }
   }
+  std::unordered_set<int> listed;
   for (const Node* item : items) {
     if (!expect(*item, key, NodeKind::scalar, "a step id")) {
       continue;
@@ -1076,9 +1092,7 @@ void Loader::load_needs(const Node& key, const Node& value, Step& step, StepInfo
       error_at(*item, "unknown step " + quote(id) + " in needs" + suggest_step(id));
       continue;
     }
-    const bool repeated = std::any_of(info.needs.begin(), info.needs.end(),
-                                      [&](const auto& need) { return need.first == it->second; });
-    if (repeated) {
+    if (!listed.insert(it->second).second) {
       error_at(*item, "step '" + id + "' is listed twice in needs");
       continue;
     }
@@ -1156,6 +1170,48 @@ void Loader::load_outputs(const Node& key, const Node& value, Step& step) {
 }
 
 // Train steps reachable through needs, nearest first; terminates on cycles.
+std::vector<std::vector<int>> Loader::all_trains_upstream(const core::Dependencies& deps, const Workflow& workflow) {
+  // Each step's train steps upstream, in one pass in dependency order: a
+  // search per evaluate or predict step would be quadratic on long chains.
+  // Only "none, one, or which few" matters, so each list is capped.
+  constexpr std::size_t k_cap = 16;
+  std::vector<std::vector<int>> trains(deps.size());
+  for (const int step : core::topological_order(deps)) {
+    auto& mine = trains[step];
+    for (const int dep : deps[step]) {
+      if (workflow.steps[dep].kind == StepKind::train) {
+        mine.push_back(dep);
+      }
+      mine.insert(mine.end(), trains[dep].begin(), trains[dep].end());
+    }
+    std::sort(mine.begin(), mine.end());
+    mine.erase(std::unique(mine.begin(), mine.end()), mine.end());
+    if (mine.size() > k_cap) {
+      mine.resize(k_cap);
+    }
+  }
+  return trains;
+}
+
+bool Loader::is_upstream(int ancestor, int step, const core::Dependencies& dependents) {
+  // Steps downstream of each train step named by a `model:`, found once per
+  // train step: typically one or two for a whole workflow.
+  auto [it, fresh] = m_downstream.try_emplace(ancestor);
+  if (fresh) {
+    it->second.assign(dependents.size(), 0);
+    std::vector<int> queue{ancestor};
+    for (std::size_t head = 0; head < queue.size(); ++head) {
+      for (const int next : dependents[queue[head]]) {
+        if (it->second[next] == 0) {
+          it->second[next] = 1;
+          queue.push_back(next);
+        }
+      }
+    }
+  }
+  return it->second[step] != 0;
+}
+
 std::vector<int> Loader::trains_upstream(int step, const Workflow& workflow) {
   std::vector<int> trains;
   std::vector<char> seen(m_infos.size(), 0);
@@ -1186,6 +1242,12 @@ void Loader::check_graph(Workflow& workflow) {
     }
   }
   const std::vector<int> cycle = core::find_cycle(deps);
+  // Without a cycle, upstream trains come from one pass; with one (already
+  // an error) a search per step still gives sensible follow-up messages.
+  const std::vector<std::vector<int>> upstream =
+      cycle.empty() ? all_trains_upstream(deps, workflow) : std::vector<std::vector<int>>{};
+  const core::Dependencies dependents = cycle.empty() ? core::dependents_of(deps) : core::Dependencies{};
+  auto trains_of = [&](int step) { return cycle.empty() ? upstream[step] : trains_upstream(step, workflow); };
   if (!cycle.empty()) {
     std::string path;
     for (std::size_t i = 0; i < cycle.size(); ++i) {
@@ -1219,8 +1281,11 @@ void Loader::check_graph(Workflow& workflow) {
       } else if (workflow.steps[it->second].kind != StepKind::train) {
         error_at(model, "step '" + model.value + "' is not a train step");
       } else {
-        const auto trains = trains_upstream(i, workflow);
-        if (std::find(trains.begin(), trains.end(), it->second) == trains.end()) {
+        const bool upstream_of_step = cycle.empty() ? is_upstream(it->second, i, dependents) : [&] {
+          const auto trains = trains_upstream(i, workflow);
+          return std::find(trains.begin(), trains.end(), it->second) != trains.end();
+        }();
+        if (!upstream_of_step) {
           error_at(model, "train step '" + model.value + "' is not upstream of '" + step.id +
                               "'; add it to needs");
         } else {
@@ -1241,7 +1306,7 @@ void Loader::check_graph(Workflow& workflow) {
         error_at(kind_at, "evaluate step '" + step.id + "' must declare its metrics file: add 'metrics: PATH'");
       }
       if (info.model_value == nullptr) {
-        const auto trains = trains_upstream(i, workflow);
+        const auto trains = trains_of(i);
         if (trains.size() == 1) {
           step.model = workflow.steps[trains[0]].id;
         }
@@ -1252,7 +1317,7 @@ void Loader::check_graph(Workflow& workflow) {
         error_at(kind_at, "predict step '" + step.id + "' must declare its predictions: add 'outputs: [PATH]'");
       }
       if (info.model_value == nullptr) {
-        const auto trains = trains_upstream(i, workflow);
+        const auto trains = trains_of(i);
         if (trains.empty()) {
           error_at(kind_at, "predict step '" + step.id +
                                 "' has no train step upstream; add one to needs or set 'model:'");
