@@ -14,6 +14,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 
@@ -246,7 +247,18 @@ int logs_command(const GlobalOptions& global, const std::string& ref, const std:
     }
     return k_exit_ok;
   }
-  const bool headers = chosen.size() > 1 || stream == "both";
+  // Headers only when more than one file has something to show.
+  int non_empty = 0;
+  for (const auto* a : chosen) {
+    for (const auto& [name, path] : {std::pair{std::string("out"), a->start.stdout_path},
+                                     std::pair{std::string("err"), a->start.stderr_path}}) {
+      std::error_code ec;
+      if ((stream == "both" || stream == name) && std::filesystem::file_size(path, ec) > 0 && !ec) {
+        ++non_empty;
+      }
+    }
+  }
+  const bool headers = non_empty > 1;
   for (const auto* a : chosen) {
     for (const auto& [name, path] : {std::pair{std::string("out"), a->start.stdout_path},
                                      std::pair{std::string("err"), a->start.stderr_path}}) {

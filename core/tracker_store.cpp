@@ -1033,6 +1033,26 @@ Expected<std::vector<OrphanAttempt>> TrackerStore::recover_crashed(
         return Error{done.error()};
       }
     }
+    // The run ended, as far as anyone can tell, when the store last heard
+    // from it: recovery may come days later, and its time would make the
+    // run look that long.
+    std::int64_t last_seen = now_ms;
+    {
+      Expected<CachedStatement> query = m_database.cached(
+          "SELECT max((SELECT started_ms FROM runs WHERE number = ?1), "
+          "coalesce((SELECT max(max(started_ms, coalesce(ended_ms, 0))) FROM attempts WHERE run = ?1), 0), "
+          "coalesce((SELECT max(max(coalesce(started_ms, 0), coalesce(ended_ms, 0))) FROM steps "
+          "WHERE run = ?1), 0))");
+      if (!query) {
+        return Error{query.error()};
+      }
+      query->bind_all(number);
+      if (Expected<void> done = query->for_each_row(
+              [&](sqlite::StatementRef& row) { last_seen = std::min(now_ms, row.column_int64(0)); });
+          !done) {
+        return Error{done.error()};
+      }
+    }
     constexpr std::string_view k_updates[] = {
         "UPDATE attempts SET ended_ms = ?2, error = ?3 WHERE run = ?1 AND ended_ms IS NULL",
         "UPDATE steps SET status = 'failed', ended_ms = ?2, reason = ?3 "
@@ -1045,7 +1065,7 @@ Expected<std::vector<OrphanAttempt>> TrackerStore::recover_crashed(
       if (!update) {
         return Error{update.error()};
       }
-      update->bind_all(number, now_ms, k_runner_died);
+      update->bind_all(number, last_seen, k_runner_died);
       if (Expected<void> done = update->run(); !done) {
         return Error{done.error()};
       }
@@ -1055,7 +1075,7 @@ Expected<std::vector<OrphanAttempt>> TrackerStore::recover_crashed(
     if (!update) {
       return Error{update.error()};
     }
-    update->bind_all(number, now_ms);
+    update->bind_all(number, last_seen);
     if (Expected<void> done = update->run(); !done) {
       return Error{done.error()};
     }

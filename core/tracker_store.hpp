@@ -253,7 +253,8 @@ public:
                                  std::string_view stream) const;
 
   /// Runs still `running` whose runner on `host` is no longer alive (per
-  /// `alive`): each is marked crashed (exit_code null, ended at now_ms), its
+  /// `alive`): each is marked crashed (exit_code null, ended when the store
+  /// last heard from it, at most now_ms), its
   /// running steps failed and its pending steps cancelled with reason
   /// "runner died", and its open attempts ended with error "runner died".
   /// Returns the attempts that were open, so the caller can stop what is

@@ -29,6 +29,8 @@ run_id=$(json 'd["id"]')
 # Templates were resolved: the step saw its run id and step id.
 expect_exit 0 "$KILN" logs 1 greet
 expect_output "hello from step greet of run $run_id"
+# One stream with content: printed as it is, no headers.
+[ "$(cat "$work/out")" = "hello from step greet of run $run_id" ] || fail "kiln logs added headers to a single stream"
 expect_exit 0 "$KILN" logs "${run_id:0:6}" report --stream out
 expect_output "5 lines.txt"
 
