@@ -64,7 +64,8 @@ int main(int argc, char** argv) {
   auto* run = app.add_subcommand("run", "Run a workflow and record it");
   add_workflow_options(run, run_options.workflow);
   run->add_option("-j,--jobs", run_options.jobs, "Steps at once (default: number of CPUs)")->check(CLI::Range(1, 4096));
-  run->add_flag("-k,--keep-going", run_options.keep_going, "After a failure, run every step that does not depend on it");
+  run->add_flag("-k,--keep-going", run_options.keep_going,
+                "After a failure, run every step that does not depend on it");
   run->add_option("--executor", run_options.executor, "Where steps run")->check(CLI::IsMember({"local"}));
   run->add_option("--store", global.store, "Tracker store directory")->type_name("DIR");
 

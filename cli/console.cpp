@@ -17,8 +17,8 @@ Terminal detect_terminal(int fd) {
   t.is_tty = isatty(fd) == 1;
   const char* term = std::getenv("TERM");
   const char* no_color = std::getenv("NO_COLOR");
-  t.color = t.is_tty && (no_color == nullptr || *no_color == '\0') &&
-            (term == nullptr || std::string_view(term) != "dumb");
+  t.color =
+      t.is_tty && (no_color == nullptr || *no_color == '\0') && (term == nullptr || std::string_view(term) != "dumb");
   winsize ws{};
   if (t.is_tty && ioctl(fd, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0) {
     t.width = ws.ws_col;

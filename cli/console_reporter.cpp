@@ -97,8 +97,8 @@ void ConsoleReporter::attempt_started(int step, int attempt, const core::LaunchS
   }
 }
 
-void ConsoleReporter::attempt_finished(int step, int attempt, const core::AttemptOutcome& outcome,
-                                       std::int64_t at_ms, std::optional<core::Millis> retry_in) {
+void ConsoleReporter::attempt_finished(int step, int attempt, const core::AttemptOutcome& outcome, std::int64_t at_ms,
+                                       std::optional<core::Millis> retry_in) {
   auto& view = m_steps[step];
   view.running = false;
   m_running.erase(std::remove(m_running.begin(), m_running.end(), step), m_running.end());
@@ -108,20 +108,17 @@ void ConsoleReporter::attempt_finished(int step, int attempt, const core::Attemp
   const auto& planned = m_plan.steps[step];
   line(paint(counter() + " " + planned.id, Style::yellow, m_terminal.color) + " attempt " + std::to_string(attempt) +
        "/" + std::to_string(planned.retries.limit + 1) + " failed (" + outcome_text(outcome) + ") after " +
-       format_duration_ms(at_ms - view.attempt_started_ms) + "; retrying in " +
-       format_duration_ms(retry_in->count()));
+       format_duration_ms(at_ms - view.attempt_started_ms) + "; retrying in " + format_duration_ms(retry_in->count()));
 }
 
-void ConsoleReporter::step_finished(int step, core::StepStatus status, const std::string& reason,
-                                    std::int64_t at_ms) {
+void ConsoleReporter::step_finished(int step, core::StepStatus status, const std::string& reason, std::int64_t at_ms) {
   ++m_finished;
   const auto& planned = m_plan.steps[step];
   const auto& view = m_steps[step];
   const std::string head = counter() + " " + planned.id;
   switch (status) {
   case core::StepStatus::succeeded:
-    line(paint(head, Style::green, m_terminal.color) + " succeeded in " +
-         format_duration_ms(at_ms - view.started_ms) +
+    line(paint(head, Style::green, m_terminal.color) + " succeeded in " + format_duration_ms(at_ms - view.started_ms) +
          (view.attempt > 1 ? " (attempt " + std::to_string(view.attempt) + ")" : ""));
     break;
   case core::StepStatus::failed: {
@@ -153,14 +150,11 @@ void ConsoleReporter::step_finished(int step, core::StepStatus status, const std
     }
     break;
   }
-  case core::StepStatus::skipped:
-    line(paint(head + " skipped", Style::dim, m_terminal.color) + ": " + reason);
-    break;
+  case core::StepStatus::skipped: line(paint(head + " skipped", Style::dim, m_terminal.color) + ": " + reason); break;
   case core::StepStatus::cancelled:
     line(paint(head + " cancelled", Style::yellow, m_terminal.color) + ": " + reason);
     break;
-  default:
-    break;
+  default: break;
   }
 }
 

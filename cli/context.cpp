@@ -9,9 +9,9 @@
 #include <unistd.h>
 
 #include <array>
-#include <map>
 #include <cstdio>
 #include <cstdlib>
+#include <map>
 
 namespace kiln::cli {
 
@@ -33,8 +33,8 @@ std::optional<GitInfo> git_info(const std::filesystem::path& dir) {
   if (!found) {
     return std::nullopt;
   }
-  const std::string command = "git -C " + core::shell_quote(dir.string()) +
-                              " status --porcelain=v2 --branch --untracked-files=no 2>/dev/null";
+  const std::string command =
+      "git -C " + core::shell_quote(dir.string()) + " status --porcelain=v2 --branch --untracked-files=no 2>/dev/null";
   std::FILE* pipe = popen(command.c_str(), "r");
   if (pipe == nullptr) {
     return std::nullopt;

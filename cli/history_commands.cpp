@@ -151,8 +151,8 @@ int runs_show_command(const GlobalOptions& global, const std::string& ref, Outpu
   }
   const bool color = detect_terminal(STDOUT_FILENO).color;
   std::cout << paint("run " + std::to_string(run->number), Style::bold, color) << "  " << run->id << "\n";
-  std::cout << "workflow  " << run->workflow_name << "  " << run->workflow_file << "  sha256:"
-            << run->workflow_hash.substr(0, 12) << "\n";
+  std::cout << "workflow  " << run->workflow_name << "  " << run->workflow_file
+            << "  sha256:" << run->workflow_hash.substr(0, 12) << "\n";
   std::cout << "status    " << core::to_string(run->status);
   if (run->exit_code) {
     std::cout << " (exit " << *run->exit_code << ")";
@@ -195,8 +195,8 @@ int runs_show_command(const GlobalOptions& global, const std::string& ref, Outpu
     for (const auto& a : *attempts) {
       attempt_table.add({a.step_id, std::to_string(a.number), std::to_string(a.start.pid),
                          format_time(a.start.started_ms),
-                         a.end ? format_duration_ms(a.end->ended_ms - a.start.started_ms) : "running",
-                         exit_text(a.end), a.start.stdout_path});
+                         a.end ? format_duration_ms(a.end->ended_ms - a.start.started_ms) : "running", exit_text(a.end),
+                         a.start.stdout_path});
     }
     attempt_table.print(std::cout);
   }
@@ -250,8 +250,8 @@ int logs_command(const GlobalOptions& global, const std::string& ref, const std:
   // Headers only when more than one file has something to show.
   int non_empty = 0;
   for (const auto* a : chosen) {
-    for (const auto& [name, path] : {std::pair{std::string("out"), a->start.stdout_path},
-                                     std::pair{std::string("err"), a->start.stderr_path}}) {
+    for (const auto& [name, path] :
+         {std::pair{std::string("out"), a->start.stdout_path}, std::pair{std::string("err"), a->start.stderr_path}}) {
       std::error_code ec;
       if ((stream == "both" || stream == name) && std::filesystem::file_size(path, ec) > 0 && !ec) {
         ++non_empty;
@@ -260,8 +260,8 @@ int logs_command(const GlobalOptions& global, const std::string& ref, const std:
   }
   const bool headers = non_empty > 1;
   for (const auto* a : chosen) {
-    for (const auto& [name, path] : {std::pair{std::string("out"), a->start.stdout_path},
-                                     std::pair{std::string("err"), a->start.stderr_path}}) {
+    for (const auto& [name, path] :
+         {std::pair{std::string("out"), a->start.stdout_path}, std::pair{std::string("err"), a->start.stderr_path}}) {
       if (stream != "both" && stream != name) {
         continue;
       }

@@ -101,8 +101,8 @@ std::string json_string(std::string_view text) {
 /// One planned step as a JSON object on one line. Written directly: building
 /// nlohmann objects for 10,000 steps costs more than planning them.
 std::string step_json(const core::Plan& plan, const core::PlannedStep& s) {
-  std::string out = "{\"id\":" + json_string(s.id) + ",\"kind\":\"" + std::string(core::to_string(s.kind)) +
-                    "\",\"needs\":[";
+  std::string out =
+      "{\"id\":" + json_string(s.id) + ",\"kind\":\"" + std::string(core::to_string(s.kind)) + "\",\"needs\":[";
   for (std::size_t i = 0; i < s.needs.size(); ++i) {
     out += (i ? "," : "") + json_string(plan.steps[s.needs[i]].id);
   }
@@ -113,12 +113,12 @@ std::string step_json(const core::Plan& plan, const core::PlannedStep& s) {
   const auto& r = s.retries;
   out += "],\"workdir\":" + json_string(s.workdir) +
          ",\"timeout_ms\":" + (s.timeout ? std::to_string(s.timeout->count()) : "null") +
-         ",\"kill_after_ms\":" + std::to_string(s.kill_after.count()) + ",\"retries\":{\"limit\":" +
-         std::to_string(r.limit) + ",\"backoff\":\"" +
+         ",\"kill_after_ms\":" + std::to_string(s.kill_after.count()) +
+         ",\"retries\":{\"limit\":" + std::to_string(r.limit) + ",\"backoff\":\"" +
          (r.backoff == core::Backoff::exponential ? "exponential" : "fixed") +
          "\",\"delay_ms\":" + std::to_string(r.delay.count()) +
-         ",\"max_delay_ms\":" + std::to_string(r.max_delay.count()) +
-         ",\"jitter\":" + (r.jitter ? "true" : "false") + ",\"on\":[";
+         ",\"max_delay_ms\":" + std::to_string(r.max_delay.count()) + ",\"jitter\":" + (r.jitter ? "true" : "false") +
+         ",\"on\":[";
   std::string on;
   if (r.on_failure) {
     on += "\"failure\"";
@@ -211,8 +211,8 @@ int plan_command(const WorkflowOptions& options, OutputFormat format) {
       params[p.name] = {{"type", core::to_string(p.type)}, {"value", p.value}};
     }
     std::string out = "{\n  \"workflow\": " + nlohmann::json(workflow->name).dump() +
-                      ",\n  \"file\": " + nlohmann::json(workflow->file).dump() + ",\n  \"params\": " +
-                      params.dump() + ",\n  \"steps\": [";
+                      ",\n  \"file\": " + nlohmann::json(workflow->file).dump() + ",\n  \"params\": " + params.dump() +
+                      ",\n  \"steps\": [";
     bool first = true;
     for (int index : plan->order) {
       out += first ? "\n    " : ",\n    ";
@@ -418,10 +418,10 @@ int run_command(const GlobalOptions& global, const RunOptions& options, int argc
                 static_cast<long long>(run->number), verdict.c_str());
     return exit_code;
   }
-  std::printf("kiln: run %lld %s in %s (%s)\n", static_cast<long long>(run->number),
-              paint(verdict, result.status == core::RunStatus::succeeded ? Style::green : Style::red, terminal.color)
-                  .c_str(),
-              format_duration_ms(elapsed).c_str(), summary.c_str());
+  std::printf(
+      "kiln: run %lld %s in %s (%s)\n", static_cast<long long>(run->number),
+      paint(verdict, result.status == core::RunStatus::succeeded ? Style::green : Style::red, terminal.color).c_str(),
+      format_duration_ms(elapsed).c_str(), summary.c_str());
   std::printf("kiln: recorded in %s; see: kiln runs show %lld\n", store_ref.database_file().c_str(),
               static_cast<long long>(run->number));
   return exit_code;

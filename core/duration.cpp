@@ -24,9 +24,13 @@ constexpr std::array<Unit, 5> k_units{{
 // About 100 years: far beyond any timeout, far below int64 overflow.
 constexpr std::int64_t k_max_millis = 100LL * 365 * 86'400'000;
 
-bool is_digit(char c) { return c >= '0' && c <= '9'; }
+bool is_digit(char c) {
+  return c >= '0' && c <= '9';
+}
 
-bool is_letter(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
+bool is_letter(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
 
 Error invalid(std::string_view text, std::string_view why) {
   return Error{"invalid duration '" + std::string(text) + "': " + std::string(why)};

@@ -246,9 +246,7 @@ Expected<Plan> make_plan(const Workflow& workflow, const PlanContext& context) {
   // Kahn's algorithm with the longest critical path first.
   const auto dependents = dependents_of(needs);
   std::vector<int> remaining(needs.size());
-  auto later = [&](int a, int b) {
-    return priority[a] != priority[b] ? priority[a] < priority[b] : a > b;
-  };
+  auto later = [&](int a, int b) { return priority[a] != priority[b] ? priority[a] < priority[b] : a > b; };
   std::vector<int> ready;
   for (std::size_t i = 0; i < needs.size(); ++i) {
     remaining[i] = static_cast<int>(needs[i].size());

@@ -43,9 +43,17 @@ std::optional<Enum> value_of(const std::array<std::pair<Enum, std::string_view>,
 }
 } // namespace
 
-std::string_view to_string(RunStatus status) { return name_of(k_run_names, status); }
-std::optional<RunStatus> parse_run_status(std::string_view text) { return value_of(k_run_names, text); }
-std::string_view to_string(StepStatus status) { return name_of(k_step_names, status); }
-std::optional<StepStatus> parse_step_status(std::string_view text) { return value_of(k_step_names, text); }
+std::string_view to_string(RunStatus status) {
+  return name_of(k_run_names, status);
+}
+std::optional<RunStatus> parse_run_status(std::string_view text) {
+  return value_of(k_run_names, text);
+}
+std::string_view to_string(StepStatus status) {
+  return name_of(k_step_names, status);
+}
+std::optional<StepStatus> parse_step_status(std::string_view text) {
+  return value_of(k_step_names, text);
+}
 
 } // namespace kiln::core

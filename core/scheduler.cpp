@@ -8,8 +8,7 @@ namespace kiln::core {
 Scheduler::Scheduler(const Plan& plan, Executor& executor, const Clock& clock, RunObserver& observer,
                      LogPaths log_paths, SchedulerOptions options)
     : m_plan(plan), m_executor(executor), m_clock(clock), m_observer(observer), m_log_paths(std::move(log_paths)),
-      m_options(options), m_random(options.seed), m_steps(plan.steps.size()),
-      m_dependents(plan.steps.size()) {
+      m_options(options), m_random(options.seed), m_steps(plan.steps.size()), m_dependents(plan.steps.size()) {
   m_options.jobs = std::max(1, m_options.jobs);
   m_options.cpus = std::max(1, m_options.cpus);
   for (std::size_t i = 0; i < plan.steps.size(); ++i) {
@@ -179,8 +178,8 @@ bool Scheduler::retryable(const RetryPolicy& policy, const AttemptOutcome& outco
   if (policy.on_failure) {
     return true;
   }
-  return outcome.exit_code && std::find(policy.exit_codes.begin(), policy.exit_codes.end(), *outcome.exit_code) !=
-                                  policy.exit_codes.end();
+  return outcome.exit_code &&
+         std::find(policy.exit_codes.begin(), policy.exit_codes.end(), *outcome.exit_code) != policy.exit_codes.end();
 }
 
 void Scheduler::attempt_ended(int step, const AttemptOutcome& outcome) {
@@ -189,8 +188,8 @@ void Scheduler::attempt_ended(int step, const AttemptOutcome& outcome) {
 
   if (state.cancelling) {
     m_observer.attempt_finished(step, state.attempt, outcome, wall(), std::nullopt);
-    finish_step(step, StepStatus::cancelled, "stopped: runner interrupted by signal " +
-                                                 std::to_string(m_interrupt_signal));
+    finish_step(step, StepStatus::cancelled,
+                "stopped: runner interrupted by signal " + std::to_string(m_interrupt_signal));
     return;
   }
   if (outcome.succeeded()) {

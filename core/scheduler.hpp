@@ -50,8 +50,8 @@ class RunObserver {
 public:
   virtual ~RunObserver() = default;
   virtual void step_started(int /*step*/, std::int64_t /*at_ms*/) {}
-  virtual void attempt_started(int /*step*/, int /*attempt*/, const LaunchSpec& /*spec*/,
-                               const JobStarted& /*job*/, std::int64_t /*at_ms*/) {}
+  virtual void attempt_started(int /*step*/, int /*attempt*/, const LaunchSpec& /*spec*/, const JobStarted& /*job*/,
+                               std::int64_t /*at_ms*/) {}
   /// `retry_in` is set when another attempt will follow after that delay;
   /// when it is not, step_finished for the same step follows at once.
   virtual void attempt_finished(int /*step*/, int /*attempt*/, const AttemptOutcome& /*outcome*/,

@@ -24,12 +24,9 @@ int open_flags(OpenMode mode) {
   // NOMUTEX: a connection belongs to one thread (see the header).
   int flags = SQLITE_OPEN_NOMUTEX;
   switch (mode) {
-  case OpenMode::read_write_create:
-    return flags | SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
-  case OpenMode::read_write:
-    return flags | SQLITE_OPEN_READWRITE;
-  case OpenMode::read_only:
-    return flags | SQLITE_OPEN_READONLY;
+  case OpenMode::read_write_create: return flags | SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
+  case OpenMode::read_write: return flags | SQLITE_OPEN_READWRITE;
+  case OpenMode::read_only: return flags | SQLITE_OPEN_READONLY;
   }
   return flags | SQLITE_OPEN_READWRITE;
 }
@@ -56,8 +53,7 @@ void StatementRef::bind(int index, std::string_view value) {
   // SQLITE_TRANSIENT: SQLite copies, so the caller's buffer may go away
   // before step(). A null data pointer would bind NULL; an empty view is "".
   const char* data = value.data() != nullptr ? value.data() : "";
-  int code =
-      sqlite3_bind_text64(m_statement, index, data, value.size(), SQLITE_TRANSIENT, SQLITE_UTF8);
+  int code = sqlite3_bind_text64(m_statement, index, data, value.size(), SQLITE_TRANSIENT, SQLITE_UTF8);
   if (code != SQLITE_OK && m_bind_error == 0) {
     m_bind_error = code;
   }
@@ -175,8 +171,7 @@ Statement::~Statement() {
 
 // ---- CachedStatement ----
 
-CachedStatement::CachedStatement(CachedStatement&& other) noexcept
-    : StatementRef(other.m_statement) {
+CachedStatement::CachedStatement(CachedStatement&& other) noexcept : StatementRef(other.m_statement) {
   m_bind_error = other.m_bind_error;
   other.m_statement = nullptr;
 }
@@ -219,8 +214,7 @@ Expected<void> Transaction::commit() {
 
 // ---- Database ----
 
-Database::Database(sqlite3* handle, std::filesystem::path file)
-    : m_handle(handle), m_file(std::move(file)) {}
+Database::Database(sqlite3* handle, std::filesystem::path file) : m_handle(handle), m_file(std::move(file)) {}
 
 Database::Database(Database&& other) noexcept
     : m_handle(other.m_handle), m_file(std::move(other.m_file)), m_cache(std::move(other.m_cache)) {
@@ -341,8 +335,8 @@ Expected<std::string> Database::query_text(std::string_view sql) {
 
 Expected<Statement> Database::prepare(std::string_view sql) {
   sqlite3_stmt* statement = nullptr;
-  int code = sqlite3_prepare_v3(m_handle, sql.data(), static_cast<int>(sql.size()),
-                                SQLITE_PREPARE_PERSISTENT, &statement, nullptr);
+  int code = sqlite3_prepare_v3(m_handle, sql.data(), static_cast<int>(sql.size()), SQLITE_PREPARE_PERSISTENT,
+                                &statement, nullptr);
   if (code != SQLITE_OK) {
     return error_here(code, "cannot prepare '" + std::string(sql) + "'");
   }
@@ -362,8 +356,7 @@ Expected<CachedStatement> Database::cached(std::string_view sql) {
 }
 
 Expected<Transaction> Database::begin(TransactionKind kind) {
-  Expected<CachedStatement> statement =
-      cached(kind == TransactionKind::immediate ? "BEGIN IMMEDIATE" : "BEGIN");
+  Expected<CachedStatement> statement = cached(kind == TransactionKind::immediate ? "BEGIN IMMEDIATE" : "BEGIN");
   if (!statement) {
     return Error{statement.error()};
   }

@@ -155,8 +155,7 @@ class Database {
 public:
   /// Opens (and with read_write_create, creates) the file. ":memory:" gives
   /// a private in-memory database.
-  static Expected<Database> open(const std::filesystem::path& file,
-                                 OpenMode mode = OpenMode::read_write_create);
+  static Expected<Database> open(const std::filesystem::path& file, OpenMode mode = OpenMode::read_write_create);
 
   Database(Database&& other) noexcept;
   Database& operator=(Database&& other) noexcept;

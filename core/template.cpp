@@ -7,11 +7,17 @@ namespace {
 constexpr std::string_view k_open = "${{";
 constexpr std::string_view k_close = "}}";
 
-bool is_name_start(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_'; }
+bool is_name_start(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
+}
 
-bool is_name_char(char c) { return is_name_start(c) || (c >= '0' && c <= '9') || c == '-'; }
+bool is_name_char(char c) {
+  return is_name_start(c) || (c >= '0' && c <= '9') || c == '-';
+}
 
-bool is_space(char c) { return c == ' ' || c == '\t'; }
+bool is_space(char c) {
+  return c == ' ' || c == '\t';
+}
 
 // NAME = [A-Za-z_][A-Za-z0-9_-]*
 bool is_name(std::string_view s) {
@@ -48,8 +54,8 @@ struct Token {
   std::size_t literal_end = 0; // text[pos, literal_end) is plain text (escapes unresolved)
   TemplateRef ref;
   TemplateSyntaxError error;
-  std::size_t next = 0;   // where scanning continues
-  bool stop = false;      // an unterminated "${{": nothing after it is scanned
+  std::size_t next = 0; // where scanning continues
+  bool stop = false;    // an unterminated "${{": nothing after it is scanned
 };
 
 Token next_token(std::string_view text, std::size_t pos) {
@@ -92,8 +98,7 @@ Token next_token(std::string_view text, std::size_t pos) {
   const std::string_view name = dot == std::string_view::npos ? std::string_view{} : expr.substr(dot + 1);
   if (dot == std::string_view::npos || !is_name(ns) || !is_name(name)) {
     token.kind = Token::Kind::error;
-    token.error = {at, length,
-                   "bad expression '" + std::string(expr) + "': expected NAMESPACE.NAME, e.g. params.C"};
+    token.error = {at, length, "bad expression '" + std::string(expr) + "': expected NAMESPACE.NAME, e.g. params.C"};
     return token;
   }
   token.kind = Token::Kind::ref;

@@ -51,8 +51,7 @@ TemplateScan scan_template(std::string_view text);
 
 /// The namespaces render_template knows, and the fixed names of the ones
 /// that are not open-ended (params and env take any name).
-inline constexpr std::array<std::string_view, 5> k_template_namespaces{"params", "run", "step", "workflow",
-                                                                       "env"};
+inline constexpr std::array<std::string_view, 5> k_template_namespaces{"params", "run", "step", "workflow", "env"};
 /// For "run", "step" and "workflow": the names they hold ("id", "number",
 /// ...). Empty for the open namespaces and for unknown ones.
 std::vector<std::string_view> template_fields(std::string_view ns);

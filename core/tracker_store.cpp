@@ -188,15 +188,13 @@ RunRecord read_run(const StatementRef& row) {
 }
 
 bool is_digits(std::string_view text) {
-  return !text.empty() && std::all_of(text.begin(), text.end(), [](char c) {
-    return std::isdigit(static_cast<unsigned char>(c)) != 0;
-  });
+  return !text.empty() &&
+         std::all_of(text.begin(), text.end(), [](char c) { return std::isdigit(static_cast<unsigned char>(c)) != 0; });
 }
 
 bool is_hex(std::string_view text) {
-  return !text.empty() && std::all_of(text.begin(), text.end(), [](char c) {
-    return std::isxdigit(static_cast<unsigned char>(c)) != 0;
-  });
+  return !text.empty() && std::all_of(text.begin(), text.end(),
+                                      [](char c) { return std::isxdigit(static_cast<unsigned char>(c)) != 0; });
 }
 
 std::string lower(std::string_view text) {
@@ -223,18 +221,12 @@ std::string join_numbers(const std::vector<std::int64_t>& numbers) {
 
 int& StepCounts::operator[](StepStatus status) {
   switch (status) {
-  case StepStatus::pending:
-    return pending;
-  case StepStatus::running:
-    return running;
-  case StepStatus::succeeded:
-    return succeeded;
-  case StepStatus::failed:
-    return failed;
-  case StepStatus::skipped:
-    return skipped;
-  case StepStatus::cancelled:
-    return cancelled;
+  case StepStatus::pending: return pending;
+  case StepStatus::running: return running;
+  case StepStatus::succeeded: return succeeded;
+  case StepStatus::failed: return failed;
+  case StepStatus::skipped: return skipped;
+  case StepStatus::cancelled: return cancelled;
   }
   return pending;
 }
@@ -261,15 +253,9 @@ void to_json(nlohmann::json& json, const RunRecord& run) {
   json["git_dirty"] = run.git_dirty;
   json["kiln_version"] = run.kiln_version;
   json["command_line"] = run.command_line;
-  json["runner"] = {{"host", run.runner.host},
-                    {"pid", run.runner.pid},
-                    {"start_ticks", run.runner.start_ticks}};
-  json["steps"] = {{"total", run.steps.total()},
-                   {"pending", run.steps.pending},
-                   {"running", run.steps.running},
-                   {"succeeded", run.steps.succeeded},
-                   {"failed", run.steps.failed},
-                   {"skipped", run.steps.skipped},
+  json["runner"] = {{"host", run.runner.host}, {"pid", run.runner.pid}, {"start_ticks", run.runner.start_ticks}};
+  json["steps"] = {{"total", run.steps.total()},       {"pending", run.steps.pending}, {"running", run.steps.running},
+                   {"succeeded", run.steps.succeeded}, {"failed", run.steps.failed},   {"skipped", run.steps.skipped},
                    {"cancelled", run.steps.cancelled}};
 }
 
@@ -391,9 +377,9 @@ Expected<std::unique_ptr<TrackerStore>> TrackerStore::open(const std::filesystem
 
 Expected<void> TrackerStore::migrate() {
   auto too_new = [this](std::int64_t found) {
-    return Error{database_file().string() + " has schema version " + std::to_string(found) +
-                 ", newer than the " + std::to_string(k_schema_version) + " this kiln (" +
-                 KILN_VERSION + ") knows: upgrade kiln to use this store"};
+    return Error{database_file().string() + " has schema version " + std::to_string(found) + ", newer than the " +
+                 std::to_string(k_schema_version) + " this kiln (" + KILN_VERSION +
+                 ") knows: upgrade kiln to use this store"};
   };
   Expected<std::int64_t> version = m_database.query_int64("PRAGMA user_version");
   if (!version) {
@@ -424,12 +410,11 @@ Expected<void> TrackerStore::migrate() {
     }
     Expected<void> applied = m_database.exec(migration.sql);
     if (!applied) {
-      return Error{"migrating " + database_file().string() + " to schema version " +
-                   std::to_string(migration.version) + ": " + applied.error()};
+      return Error{"migrating " + database_file().string() + " to schema version " + std::to_string(migration.version) +
+                   ": " + applied.error()};
     }
   }
-  Expected<void> stamped =
-      m_database.exec("PRAGMA user_version = " + std::to_string(k_schema_version));
+  Expected<void> stamped = m_database.exec("PRAGMA user_version = " + std::to_string(k_schema_version));
   if (!stamped) {
     return stamped;
   }
@@ -455,8 +440,8 @@ Expected<RunRecord> TrackerStore::create_run(const NewRun& new_run) {
     return Error{transaction.error()};
   }
   {
-    Expected<CachedStatement> insert = m_database.cached(
-        "INSERT OR IGNORE INTO workflow_sources (sha256, content) VALUES (?1, ?2)");
+    Expected<CachedStatement> insert =
+        m_database.cached("INSERT OR IGNORE INTO workflow_sources (sha256, content) VALUES (?1, ?2)");
     if (!insert) {
       return Error{insert.error()};
     }
@@ -466,20 +451,18 @@ Expected<RunRecord> TrackerStore::create_run(const NewRun& new_run) {
     }
   }
   {
-    Expected<CachedStatement> insert = m_database.cached(
-        "INSERT INTO runs (id, workflow_name, workflow_file, workflow_hash, workflow_source, "
-        "params_json, status, started_ms, user, host, git_commit, git_branch, git_dirty, "
-        "kiln_version, command_line, runner_host, runner_pid, runner_start_ticks) "
-        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)");
+    Expected<CachedStatement> insert =
+        m_database.cached("INSERT INTO runs (id, workflow_name, workflow_file, workflow_hash, workflow_source, "
+                          "params_json, status, started_ms, user, host, git_commit, git_branch, git_dirty, "
+                          "kiln_version, command_line, runner_host, runner_pid, runner_start_ticks) "
+                          "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)");
     if (!insert) {
       return Error{insert.error()};
     }
-    const nlohmann::json& params =
-        new_run.params.is_null() ? nlohmann::json::object() : new_run.params;
-    insert->bind_all(id, new_run.workflow_name, new_run.workflow_file, new_run.workflow_hash,
-                     source_hash, dump(params), to_string(RunStatus::running), new_run.started_ms,
-                     new_run.user, new_run.host, new_run.git_commit, new_run.git_branch,
-                     new_run.git_dirty, new_run.kiln_version, new_run.command_line,
+    const nlohmann::json& params = new_run.params.is_null() ? nlohmann::json::object() : new_run.params;
+    insert->bind_all(id, new_run.workflow_name, new_run.workflow_file, new_run.workflow_hash, source_hash, dump(params),
+                     to_string(RunStatus::running), new_run.started_ms, new_run.user, new_run.host, new_run.git_commit,
+                     new_run.git_branch, new_run.git_dirty, new_run.kiln_version, new_run.command_line,
                      new_run.runner.host, new_run.runner.pid, new_run.runner.start_ticks);
     if (Expected<void> done = insert->run(); !done) {
       return Error{done.error()};
@@ -487,16 +470,16 @@ Expected<RunRecord> TrackerStore::create_run(const NewRun& new_run) {
   }
   std::int64_t number = m_database.last_insert_rowid();
   {
-    Expected<CachedStatement> insert = m_database.cached(
-        "INSERT INTO steps (run, id, position, kind, command, needs_json, status) "
-        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
+    Expected<CachedStatement> insert =
+        m_database.cached("INSERT INTO steps (run, id, position, kind, command, needs_json, status) "
+                          "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
     if (!insert) {
       return Error{insert.error()};
     }
     std::int64_t position = 0;
     for (const NewStep& step : new_run.steps) {
-      insert->bind_all(number, step.id, position++, step.kind, step.command,
-                       dump(nlohmann::json(step.needs)), to_string(StepStatus::pending));
+      insert->bind_all(number, step.id, position++, step.kind, step.command, dump(nlohmann::json(step.needs)),
+                       to_string(StepStatus::pending));
       if (Expected<void> done = insert->run(); !done) {
         return Error{"step '" + step.id + "': " + done.error()};
       }
@@ -532,15 +515,14 @@ Expected<RunRecord> TrackerStore::create_run(const NewRun& new_run) {
 // waits on the busy handler for it, which is what BEGIN IMMEDIATE does for
 // multi-statement transactions, at a third of the statements.
 
-Expected<void> TrackerStore::set_step_commands(
-    std::int64_t run, const std::vector<std::pair<std::string, std::string>>& commands) {
+Expected<void> TrackerStore::set_step_commands(std::int64_t run,
+                                               const std::vector<std::pair<std::string, std::string>>& commands) {
   Expected<Transaction> transaction = m_database.begin(TransactionKind::immediate);
   if (!transaction) {
     return Error{transaction.error()};
   }
   {
-    Expected<CachedStatement> update =
-        m_database.cached("UPDATE steps SET command = ?3 WHERE run = ?1 AND id = ?2");
+    Expected<CachedStatement> update = m_database.cached("UPDATE steps SET command = ?3 WHERE run = ?1 AND id = ?2");
     if (!update) {
       return Error{update.error()};
     }
@@ -554,20 +536,18 @@ Expected<void> TrackerStore::set_step_commands(
   return transaction->commit();
 }
 
-Expected<void> TrackerStore::set_step_status(std::int64_t run, std::string_view step,
-                                             StepStatus status, std::int64_t at_ms,
-                                             std::string_view reason) {
+Expected<void> TrackerStore::set_step_status(std::int64_t run, std::string_view step, StepStatus status,
+                                             std::int64_t at_ms, std::string_view reason) {
   return update_step_status(run, step, status, at_ms, reason);
 }
 
-Expected<void> TrackerStore::update_step_status(std::int64_t run, std::string_view step,
-                                                StepStatus status, std::int64_t at_ms,
-                                                std::string_view reason) {
-  Expected<CachedStatement> update = m_database.cached(
-      "UPDATE steps SET status = ?3, "
-      "started_ms = CASE WHEN ?3 = 'running' THEN coalesce(started_ms, ?4) ELSE started_ms END, "
-      "ended_ms = CASE ?3 WHEN 'running' THEN NULL WHEN 'pending' THEN ended_ms ELSE ?4 END, "
-      "reason = ?5 WHERE run = ?1 AND id = ?2");
+Expected<void> TrackerStore::update_step_status(std::int64_t run, std::string_view step, StepStatus status,
+                                                std::int64_t at_ms, std::string_view reason) {
+  Expected<CachedStatement> update =
+      m_database.cached("UPDATE steps SET status = ?3, "
+                        "started_ms = CASE WHEN ?3 = 'running' THEN coalesce(started_ms, ?4) ELSE started_ms END, "
+                        "ended_ms = CASE ?3 WHEN 'running' THEN NULL WHEN 'pending' THEN ended_ms ELSE ?4 END, "
+                        "reason = ?5 WHERE run = ?1 AND id = ?2");
   if (!update) {
     return Error{update.error()};
   }
@@ -588,9 +568,9 @@ Expected<void> TrackerStore::begin_attempt(std::int64_t run, std::string_view st
     return Error{transaction.error()};
   }
   {
-    Expected<CachedStatement> update = m_database.cached(
-        "UPDATE steps SET attempts = max(attempts, ?3), status = 'running', "
-        "started_ms = coalesce(started_ms, ?4), ended_ms = NULL WHERE run = ?1 AND id = ?2");
+    Expected<CachedStatement> update =
+        m_database.cached("UPDATE steps SET attempts = max(attempts, ?3), status = 'running', "
+                          "started_ms = coalesce(started_ms, ?4), ended_ms = NULL WHERE run = ?1 AND id = ?2");
     if (!update) {
       return Error{update.error()};
     }
@@ -603,14 +583,14 @@ Expected<void> TrackerStore::begin_attempt(std::int64_t run, std::string_view st
     }
   }
   {
-    Expected<CachedStatement> insert = m_database.cached(
-        "INSERT INTO attempts (run, step, number, pid, executor, handle, started_ms, "
-        "stdout_path, stderr_path) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)");
+    Expected<CachedStatement> insert =
+        m_database.cached("INSERT INTO attempts (run, step, number, pid, executor, handle, started_ms, "
+                          "stdout_path, stderr_path) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)");
     if (!insert) {
       return Error{insert.error()};
     }
-    insert->bind_all(run, step, attempt, start.pid, start.executor, start.handle, start.started_ms,
-                     start.stdout_path, start.stderr_path);
+    insert->bind_all(run, step, attempt, start.pid, start.executor, start.handle, start.started_ms, start.stdout_path,
+                     start.stderr_path);
     if (Expected<void> done = insert->run(); !done) {
       return Error{"run " + std::to_string(run) + " step '" + std::string(step) + "' attempt " +
                    std::to_string(attempt) + ": " + done.error()};
@@ -619,8 +599,8 @@ Expected<void> TrackerStore::begin_attempt(std::int64_t run, std::string_view st
   return transaction->commit();
 }
 
-Expected<void> TrackerStore::end_attempt(std::int64_t run, std::string_view step, int attempt,
-                                         const AttemptEnd& end, const StepEnd* step_end) {
+Expected<void> TrackerStore::end_attempt(std::int64_t run, std::string_view step, int attempt, const AttemptEnd& end,
+                                         const StepEnd* step_end) {
   std::optional<Transaction> transaction;
   if (step_end != nullptr) {
     Expected<Transaction> begun = m_database.begin(TransactionKind::immediate);
@@ -630,36 +610,33 @@ Expected<void> TrackerStore::end_attempt(std::int64_t run, std::string_view step
     transaction.emplace(std::move(*begun));
   }
   {
-    Expected<CachedStatement> update = m_database.cached(
-        "UPDATE attempts SET ended_ms = ?4, exit_code = ?5, signal = ?6, timed_out = ?7, "
-        "error = ?8 WHERE run = ?1 AND step = ?2 AND number = ?3");
+    Expected<CachedStatement> update =
+        m_database.cached("UPDATE attempts SET ended_ms = ?4, exit_code = ?5, signal = ?6, timed_out = ?7, "
+                          "error = ?8 WHERE run = ?1 AND step = ?2 AND number = ?3");
     if (!update) {
       return Error{update.error()};
     }
-    update->bind_all(run, step, attempt, end.ended_ms, end.exit_code, end.signal, end.timed_out,
-                     end.error);
+    update->bind_all(run, step, attempt, end.ended_ms, end.exit_code, end.signal, end.timed_out, end.error);
     if (Expected<void> done = update->run(); !done) {
       return done;
     }
     if (m_database.changes() == 0) {
-      return Error{"run " + std::to_string(run) + " step '" + std::string(step) +
-                   "' has no attempt " + std::to_string(attempt)};
+      return Error{"run " + std::to_string(run) + " step '" + std::string(step) + "' has no attempt " +
+                   std::to_string(attempt)};
     }
   }
   if (step_end == nullptr) {
     return {};
   }
-  if (Expected<void> done = update_step_status(run, step, step_end->status, end.ended_ms, step_end->reason);
-      !done) {
+  if (Expected<void> done = update_step_status(run, step, step_end->status, end.ended_ms, step_end->reason); !done) {
     return done;
   }
   return transaction->commit();
 }
 
-Expected<void> TrackerStore::finish_run(std::int64_t run, RunStatus status, int exit_code,
-                                        std::int64_t at_ms) {
-  Expected<CachedStatement> update = m_database.cached(
-      "UPDATE runs SET status = ?2, exit_code = ?3, ended_ms = ?4 WHERE number = ?1");
+Expected<void> TrackerStore::finish_run(std::int64_t run, RunStatus status, int exit_code, std::int64_t at_ms) {
+  Expected<CachedStatement> update =
+      m_database.cached("UPDATE runs SET status = ?2, exit_code = ?3, ended_ms = ?4 WHERE number = ?1");
   if (!update) {
     return Error{update.error()};
   }
@@ -674,8 +651,8 @@ Expected<void> TrackerStore::finish_run(std::int64_t run, RunStatus status, int 
 }
 
 Expected<bool> TrackerStore::load_step_counts(RunRecord& run) {
-  Expected<CachedStatement> query = m_database.cached(
-      "SELECT status, count(*) FROM steps WHERE run = ?1 GROUP BY status");
+  Expected<CachedStatement> query =
+      m_database.cached("SELECT status, count(*) FROM steps WHERE run = ?1 GROUP BY status");
   if (!query) {
     return Error{query.error()};
   }
@@ -736,9 +713,7 @@ Expected<std::vector<RunRecord>> TrackerStore::list_runs(const RunFilter& filter
     if (filter.limit > 0) {
       query->bind(++index, filter.limit);
     }
-    if (Expected<void> done = query->for_each_row([&](sqlite::StatementRef& row) {
-      runs.push_back(read_run(row));
-    });
+    if (Expected<void> done = query->for_each_row([&](sqlite::StatementRef& row) { runs.push_back(read_run(row)); });
         !done) {
       return Error{done.error()};
     }
@@ -808,15 +783,14 @@ Expected<RunRecord> TrackerStore::resolve_run(std::string_view ref) {
   // [prefix, prefix + "g"): a range the UNIQUE index on id answers.
   std::vector<std::int64_t> numbers;
   {
-    Expected<CachedStatement> query = m_database.cached(
-        "SELECT number FROM runs WHERE id >= ?1 AND id < ?2 ORDER BY number LIMIT 6");
+    Expected<CachedStatement> query =
+        m_database.cached("SELECT number FROM runs WHERE id >= ?1 AND id < ?2 ORDER BY number LIMIT 6");
     if (!query) {
       return Error{query.error()};
     }
     query->bind_all(prefix, prefix + "g");
-    if (Expected<void> done = query->for_each_row([&](sqlite::StatementRef& row) {
-      numbers.push_back(row.column_int64(0));
-    });
+    if (Expected<void> done =
+            query->for_each_row([&](sqlite::StatementRef& row) { numbers.push_back(row.column_int64(0)); });
         !done) {
       return Error{done.error()};
     }
@@ -836,33 +810,32 @@ Expected<RunRecord> TrackerStore::resolve_run(std::string_view ref) {
   } else {
     listed = join_numbers(numbers);
   }
-  return Error{"'" + std::string(ref) + "' is ambiguous: runs " + listed +
-               " match; give more of the id"};
+  return Error{"'" + std::string(ref) + "' is ambiguous: runs " + listed + " match; give more of the id"};
 }
 
 Expected<std::vector<StepRecord>> TrackerStore::steps(std::int64_t run) {
   std::vector<StepRecord> steps;
   {
-    Expected<CachedStatement> query = m_database.cached(
-        "SELECT id, kind, command, needs_json, status, started_ms, ended_ms, attempts, reason "
-        "FROM steps WHERE run = ?1 ORDER BY position");
+    Expected<CachedStatement> query =
+        m_database.cached("SELECT id, kind, command, needs_json, status, started_ms, ended_ms, attempts, reason "
+                          "FROM steps WHERE run = ?1 ORDER BY position");
     if (!query) {
       return Error{query.error()};
     }
     query->bind_all(run);
     if (Expected<void> done = query->for_each_row([&](sqlite::StatementRef& row) {
-      StepRecord step;
-      step.id = row.column_text(0);
-      step.kind = row.column_text(1);
-      step.command = row.column_text(2);
-      step.needs = parse_needs(row.column_text(3));
-      step.status = parse_step_status(row.column_text(4)).value_or(StepStatus::failed);
-      step.started_ms = row.column_optional_int64(5);
-      step.ended_ms = row.column_optional_int64(6);
-      step.attempts = row.column_int(7);
-      step.reason = row.column_text(8);
-      steps.push_back(std::move(step));
-    });
+          StepRecord step;
+          step.id = row.column_text(0);
+          step.kind = row.column_text(1);
+          step.command = row.column_text(2);
+          step.needs = parse_needs(row.column_text(3));
+          step.status = parse_step_status(row.column_text(4)).value_or(StepStatus::failed);
+          step.started_ms = row.column_optional_int64(5);
+          step.ended_ms = row.column_optional_int64(6);
+          step.attempts = row.column_int(7);
+          step.reason = row.column_text(8);
+          steps.push_back(std::move(step));
+        });
         !done) {
       return Error{done.error()};
     }
@@ -878,38 +851,38 @@ Expected<std::vector<StepRecord>> TrackerStore::steps(std::int64_t run) {
 Expected<std::vector<AttemptRecord>> TrackerStore::attempts(std::int64_t run) {
   std::vector<AttemptRecord> attempts;
   {
-    Expected<CachedStatement> query = m_database.cached(
-        "SELECT a.step, a.number, a.pid, a.executor, a.handle, a.started_ms, a.stdout_path, "
-        "a.stderr_path, a.ended_ms, a.exit_code, a.signal, a.timed_out, a.error "
-        "FROM attempts a JOIN steps s ON s.run = a.run AND s.id = a.step "
-        "WHERE a.run = ?1 ORDER BY s.position, a.number");
+    Expected<CachedStatement> query =
+        m_database.cached("SELECT a.step, a.number, a.pid, a.executor, a.handle, a.started_ms, a.stdout_path, "
+                          "a.stderr_path, a.ended_ms, a.exit_code, a.signal, a.timed_out, a.error "
+                          "FROM attempts a JOIN steps s ON s.run = a.run AND s.id = a.step "
+                          "WHERE a.run = ?1 ORDER BY s.position, a.number");
     if (!query) {
       return Error{query.error()};
     }
     query->bind_all(run);
     if (Expected<void> done = query->for_each_row([&](sqlite::StatementRef& row) {
-      AttemptRecord attempt;
-      attempt.step_id = row.column_text(0);
-      attempt.number = row.column_int(1);
-      attempt.start.pid = row.column_int64(2);
-      attempt.start.executor = row.column_text(3);
-      attempt.start.handle = row.column_text(4);
-      attempt.start.started_ms = row.column_int64(5);
-      attempt.start.stdout_path = row.column_text(6);
-      attempt.start.stderr_path = row.column_text(7);
-      if (!row.is_null(8)) {
-        AttemptEnd end;
-        end.ended_ms = row.column_int64(8);
-        if (!row.is_null(9)) {
-          end.exit_code = row.column_int(9);
-        }
-        end.signal = row.column_int(10);
-        end.timed_out = row.column_int64(11) != 0;
-        end.error = row.column_text(12);
-        attempt.end = std::move(end);
-      }
-      attempts.push_back(std::move(attempt));
-    });
+          AttemptRecord attempt;
+          attempt.step_id = row.column_text(0);
+          attempt.number = row.column_int(1);
+          attempt.start.pid = row.column_int64(2);
+          attempt.start.executor = row.column_text(3);
+          attempt.start.handle = row.column_text(4);
+          attempt.start.started_ms = row.column_int64(5);
+          attempt.start.stdout_path = row.column_text(6);
+          attempt.start.stderr_path = row.column_text(7);
+          if (!row.is_null(8)) {
+            AttemptEnd end;
+            end.ended_ms = row.column_int64(8);
+            if (!row.is_null(9)) {
+              end.exit_code = row.column_int(9);
+            }
+            end.signal = row.column_int(10);
+            end.timed_out = row.column_int64(11) != 0;
+            end.error = row.column_text(12);
+            attempt.end = std::move(end);
+          }
+          attempts.push_back(std::move(attempt));
+        });
         !done) {
       return Error{done.error()};
     }
@@ -923,9 +896,9 @@ Expected<std::vector<AttemptRecord>> TrackerStore::attempts(std::int64_t run) {
 }
 
 Expected<std::string> TrackerStore::workflow_content(std::int64_t run) {
-  Expected<CachedStatement> query = m_database.cached(
-      "SELECT s.content FROM runs r JOIN workflow_sources s ON s.sha256 = r.workflow_source "
-      "WHERE r.number = ?1");
+  Expected<CachedStatement> query =
+      m_database.cached("SELECT s.content FROM runs r JOIN workflow_sources s ON s.sha256 = r.workflow_source "
+                        "WHERE r.number = ?1");
   if (!query) {
     return Error{query.error()};
   }
@@ -940,8 +913,8 @@ Expected<std::string> TrackerStore::workflow_content(std::int64_t run) {
   return query->column_text(0);
 }
 
-std::filesystem::path TrackerStore::log_path(std::string_view run_id, std::string_view step,
-                                             int attempt, std::string_view stream) const {
+std::filesystem::path TrackerStore::log_path(std::string_view run_id, std::string_view step, int attempt,
+                                             std::string_view stream) const {
   std::string name(step);
   name += '.';
   name += std::to_string(attempt);
@@ -950,9 +923,9 @@ std::filesystem::path TrackerStore::log_path(std::string_view run_id, std::strin
   return m_directory / "logs" / std::string(run_id) / name;
 }
 
-Expected<std::vector<OrphanAttempt>> TrackerStore::recover_crashed(
-    const std::string& host, const std::function<bool(const RunnerIdentity&)>& alive,
-    std::int64_t now_ms) {
+Expected<std::vector<OrphanAttempt>>
+TrackerStore::recover_crashed(const std::string& host, const std::function<bool(const RunnerIdentity&)>& alive,
+                              std::int64_t now_ms) {
   // Liveness is checked outside the write lock (it reads /proc and may be
   // slow); the status is checked again under it, so a run finished or
   // recovered meanwhile by another process is left alone.
@@ -960,18 +933,17 @@ Expected<std::vector<OrphanAttempt>> TrackerStore::recover_crashed(
   {
     std::vector<std::pair<std::int64_t, RunnerIdentity>> candidates;
     {
-      Expected<CachedStatement> query = m_database.cached(
-          "SELECT number, runner_host, runner_pid, runner_start_ticks FROM runs "
-          "WHERE status = 'running' AND runner_host = ?1 ORDER BY number");
+      Expected<CachedStatement> query =
+          m_database.cached("SELECT number, runner_host, runner_pid, runner_start_ticks FROM runs "
+                            "WHERE status = 'running' AND runner_host = ?1 ORDER BY number");
       if (!query) {
         return Error{query.error()};
       }
       query->bind_all(host);
       if (Expected<void> done = query->for_each_row([&](sqlite::StatementRef& row) {
-        RunnerIdentity runner{row.column_text(1), row.column_int64(2),
-                              row.column_int64(3)};
-        candidates.emplace_back(row.column_int64(0), std::move(runner));
-      });
+            RunnerIdentity runner{row.column_text(1), row.column_int64(2), row.column_int64(3)};
+            candidates.emplace_back(row.column_int64(0), std::move(runner));
+          });
           !done) {
         return Error{done.error()};
       }
@@ -1016,19 +988,18 @@ Expected<std::vector<OrphanAttempt>> TrackerStore::recover_crashed(
       run_id = query->column_text(0);
     }
     {
-      Expected<CachedStatement> query = m_database.cached(
-          "SELECT a.step, a.number, a.executor, a.handle FROM attempts a "
-          "JOIN steps s ON s.run = a.run AND s.id = a.step "
-          "WHERE a.run = ?1 AND a.ended_ms IS NULL ORDER BY s.position, a.number");
+      Expected<CachedStatement> query =
+          m_database.cached("SELECT a.step, a.number, a.executor, a.handle FROM attempts a "
+                            "JOIN steps s ON s.run = a.run AND s.id = a.step "
+                            "WHERE a.run = ?1 AND a.ended_ms IS NULL ORDER BY s.position, a.number");
       if (!query) {
         return Error{query.error()};
       }
       query->bind_all(number);
       if (Expected<void> done = query->for_each_row([&](sqlite::StatementRef& row) {
-        orphans.push_back(OrphanAttempt{number, run_id, row.column_text(0),
-                                        row.column_int(1), row.column_text(2),
-                                        row.column_text(3)});
-      });
+            orphans.push_back(OrphanAttempt{number, run_id, row.column_text(0), row.column_int(1), row.column_text(2),
+                                            row.column_text(3)});
+          });
           !done) {
         return Error{done.error()};
       }
@@ -1070,8 +1041,8 @@ Expected<std::vector<OrphanAttempt>> TrackerStore::recover_crashed(
         return Error{done.error()};
       }
     }
-    Expected<CachedStatement> update = m_database.cached(
-        "UPDATE runs SET status = 'crashed', exit_code = NULL, ended_ms = ?2 WHERE number = ?1");
+    Expected<CachedStatement> update =
+        m_database.cached("UPDATE runs SET status = 'crashed', exit_code = NULL, ended_ms = ?2 WHERE number = ?1");
     if (!update) {
       return Error{update.error()};
     }

@@ -219,21 +219,19 @@ public:
   /// Records steps' resolved commands, {step id, command}, in one
   /// transaction: the run's id and number are known only once it exists, and
   /// commands may use them.
-  Expected<void> set_step_commands(std::int64_t run,
-                                   const std::vector<std::pair<std::string, std::string>>& commands);
+  Expected<void> set_step_commands(std::int64_t run, const std::vector<std::pair<std::string, std::string>>& commands);
   /// running sets started_ms (first time only) and clears ended_ms; a
   /// terminal status sets ended_ms. `reason` replaces the step's reason.
-  Expected<void> set_step_status(std::int64_t run, std::string_view step, StepStatus status,
-                                 std::int64_t at_ms, std::string_view reason = {});
+  Expected<void> set_step_status(std::int64_t run, std::string_view step, StepStatus status, std::int64_t at_ms,
+                                 std::string_view reason = {});
   /// Records attempt `attempt` (1-based) of the step, raises the step's
   /// attempt count to it and marks the step running (started_ms is set the
   /// first time): one transaction, as both happen at once.
-  Expected<void> begin_attempt(std::int64_t run, std::string_view step, int attempt,
-                               const AttemptStart& start);
+  Expected<void> begin_attempt(std::int64_t run, std::string_view step, int attempt, const AttemptStart& start);
   /// Ends the attempt; with `step_end`, also sets the step's final status
   /// (as set_step_status would) in the same transaction.
-  Expected<void> end_attempt(std::int64_t run, std::string_view step, int attempt,
-                             const AttemptEnd& end, const StepEnd* step_end = nullptr);
+  Expected<void> end_attempt(std::int64_t run, std::string_view step, int attempt, const AttemptEnd& end,
+                             const StepEnd* step_end = nullptr);
   Expected<void> finish_run(std::int64_t run, RunStatus status, int exit_code, std::int64_t at_ms);
 
   /// Newest first.
@@ -260,9 +258,9 @@ public:
   /// Returns the attempts that were open, so the caller can stop what is
   /// behind them. Runs of other hosts are left alone. Safe when several
   /// processes recover at once: each run is handled by exactly one.
-  Expected<std::vector<OrphanAttempt>> recover_crashed(
-      const std::string& host, const std::function<bool(const RunnerIdentity&)>& alive,
-      std::int64_t now_ms);
+  Expected<std::vector<OrphanAttempt>> recover_crashed(const std::string& host,
+                                                       const std::function<bool(const RunnerIdentity&)>& alive,
+                                                       std::int64_t now_ms);
 
 private:
   TrackerStore(std::filesystem::path directory, sqlite::Database database);
@@ -270,8 +268,8 @@ private:
   Expected<bool> load_step_counts(RunRecord& run);
   Error no_run(std::int64_t number) const;
   /// The UPDATE behind set_step_status, without a transaction of its own.
-  Expected<void> update_step_status(std::int64_t run, std::string_view step, StepStatus status,
-                                    std::int64_t at_ms, std::string_view reason);
+  Expected<void> update_step_status(std::int64_t run, std::string_view step, StepStatus status, std::int64_t at_ms,
+                                    std::string_view reason);
 
   std::filesystem::path m_directory;
   sqlite::Database m_database;

@@ -18,7 +18,7 @@ std::unique_ptr<core::Executor> make_local() {
 
 // Add an optional executor (Slurm) behind its CMake option here.
 constexpr ExecutorPlugin k_executors[] = {
-  {"local", &make_local, &stop_orphan_jobs},
+    {"local", &make_local, &stop_orphan_jobs},
 };
 
 const ExecutorPlugin* find(std::string_view name) {

@@ -111,7 +111,6 @@ private:
   int m_fd;
 };
 
-
 std::string error_text(int error) {
   return std::generic_category().message(error);
 }
@@ -307,7 +306,7 @@ core::Error LocalExecutor::start_error(const core::LaunchSpec& spec, int error) 
   if (error == ENOENT) {
     // m_program still names the file posix_spawn was given.
     const std::string program =
-      m_program.starts_with('/') || spec.workdir.empty() ? m_program : spec.workdir + "/" + m_program;
+        m_program.starts_with('/') || spec.workdir.empty() ? m_program : spec.workdir + "/" + m_program;
     if (!m_program.empty() && ::access(program.c_str(), F_OK) == 0) {
       return core::Error{"cannot run " + spec.argv.front() + ": its interpreter was not found"};
     }
@@ -357,7 +356,7 @@ core::Expected<core::JobStarted> LocalExecutor::start(const core::LaunchSpec& sp
   const std::int64_t tick_before = boot_tick(tick_ns);
   pid_t pid = 0;
   const int error =
-    ::posix_spawn(&pid, m_program.c_str(), actions.get(), spawn_attributes().get(), m_argv.data(), m_envp.data());
+      ::posix_spawn(&pid, m_program.c_str(), actions.get(), spawn_attributes().get(), m_argv.data(), m_envp.data());
   if (error != 0) {
     return start_error(spec, error);
   }
@@ -372,7 +371,7 @@ core::Expected<core::JobStarted> LocalExecutor::start(const core::LaunchSpec& sp
 
   // The child cannot be reaped before we read its stat: only wait() reaps.
   const std::int64_t start_ticks =
-    tick_before >= 0 && tick_before == tick_after ? tick_before : process_start_ticks(pid);
+      tick_before >= 0 && tick_before == tick_after ? tick_before : process_start_ticks(pid);
   std::string handle = "local:";
   handle += std::to_string(pid);
   handle += ':';

@@ -6,7 +6,9 @@ namespace kiln::workflows {
 
 namespace {
 
-bool is_continuation(char c) { return (static_cast<unsigned char>(c) & 0xC0) == 0x80; }
+bool is_continuation(char c) {
+  return (static_cast<unsigned char>(c) & 0xC0) == 0x80;
+}
 
 // Blanks that line up under column `column` of `line`: tabs stay tabs so
 // the caret lands where the terminal shows the byte; a multi-byte UTF-8

@@ -43,7 +43,7 @@ namespace {
 using Names = std::vector<std::string_view>;
 
 const Names k_top_keys{"name", "description", "params", "env", "defaults", "steps"};
-const Names k_step_keys{"kind",    "description", "needs", "run",        "workdir", "env",      "outputs",
+const Names k_step_keys{"kind",    "description", "needs",   "run",        "workdir", "env",      "outputs",
                         "metrics", "model",       "timeout", "kill_after", "retries", "resources"};
 const Names k_default_keys{"timeout", "kill_after", "retries", "resources", "workdir", "env"};
 const Names k_param_keys{"type", "default", "description"};
@@ -61,8 +61,12 @@ constexpr std::size_t k_max_file_size = 64U << 20;
 // suggestions a file with thousands of bad ids would be slow to reject.
 constexpr int k_step_suggestion_budget = 200;
 
-bool is_alpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
-bool is_digit(char c) { return c >= '0' && c <= '9'; }
+bool is_alpha(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
+bool is_digit(char c) {
+  return c >= '0' && c <= '9';
+}
 
 // [A-Za-z0-9_.-]+
 bool is_workflow_name(std::string_view s) {
@@ -78,9 +82,8 @@ bool is_step_id(std::string_view s) {
 
 // [A-Za-z_][A-Za-z0-9_-]*: what a template can name as params.NAME.
 bool is_param_name(std::string_view s) {
-  return !s.empty() && (is_alpha(s[0]) || s[0] == '_') && std::all_of(s.begin(), s.end(), [](char c) {
-    return is_alpha(c) || is_digit(c) || c == '_' || c == '-';
-  });
+  return !s.empty() && (is_alpha(s[0]) || s[0] == '_') &&
+         std::all_of(s.begin(), s.end(), [](char c) { return is_alpha(c) || is_digit(c) || c == '_' || c == '-'; });
 }
 
 // [A-Za-z_][A-Za-z0-9_]*
@@ -535,7 +538,8 @@ void Loader::check_keys(const Node& map, const Names& allowed) {
       continue;
     }
     const std::string hint = did_you_mean(key.value, allowed);
-    error_at(key, "unknown key " + quote(key.value) + (hint.empty() ? "; expected one of: " + join(allowed, ", ") : hint));
+    error_at(key,
+             "unknown key " + quote(key.value) + (hint.empty() ? "; expected one of: " + join(allowed, ", ") : hint));
   }
 }
 
@@ -569,8 +573,8 @@ std::optional<bool> Loader::read_bool(const Node& value, const Node& key) {
 }
 
 std::optional<int> Loader::read_int(const Node& value, const Node& key, int min, int max, std::string_view what) {
-  const std::string range = std::string(what) + " must be a whole number from " + std::to_string(min) + " to " +
-                            std::to_string(max);
+  const std::string range =
+      std::string(what) + " must be a whole number from " + std::to_string(min) + " to " + std::to_string(max);
   if (value.kind == NodeKind::invalid) {
     return std::nullopt;
   }
@@ -647,8 +651,7 @@ void Loader::check_templates(const Node& scalar) {
           full_fields.push_back(f);
         }
         const std::string hint = did_you_mean(full, full_fields);
-        error(offset, length,
-              "unknown field '" + full + "'" + (hint.empty() ? "; use " + one_of(full_fields) : hint));
+        error(offset, length, "unknown field '" + full + "'" + (hint.empty() ? "; use " + one_of(full_fields) : hint));
       }
     }
   }
@@ -745,8 +748,8 @@ bool Loader::load_param(const Node& key, const Node& value, Param& param) {
     }
     auto canonical = canonical_param_value(param.type, node.value);
     if (!canonical) {
-      error_at(node, "parameter '" + name + "' is " + std::string(param_type_phrase(param.type)) + "; " +
-                         canonical.error());
+      error_at(node,
+               "parameter '" + name + "' is " + std::string(param_type_phrase(param.type)) + "; " + canonical.error());
       return false;
     }
     param.value = std::move(*canonical);
@@ -1286,8 +1289,7 @@ void Loader::check_graph(Workflow& workflow) {
           return std::find(trains.begin(), trains.end(), it->second) != trains.end();
         }();
         if (!upstream_of_step) {
-          error_at(model, "train step '" + model.value + "' is not upstream of '" + step.id +
-                              "'; add it to needs");
+          error_at(model, "train step '" + model.value + "' is not upstream of '" + step.id + "'; add it to needs");
         } else {
           step.model = model.value;
         }
@@ -1297,8 +1299,8 @@ void Loader::check_graph(Workflow& workflow) {
     case StepKind::task: break;
     case StepKind::train:
       if (step.output("model") == nullptr) {
-        error_at(kind_at, "train step '" + step.id +
-                              "' must declare the model it produces: add 'outputs: {model: PATH}'");
+        error_at(kind_at,
+                 "train step '" + step.id + "' must declare the model it produces: add 'outputs: {model: PATH}'");
       }
       break;
     case StepKind::evaluate:
@@ -1319,8 +1321,8 @@ void Loader::check_graph(Workflow& workflow) {
       if (info.model_value == nullptr) {
         const auto trains = trains_of(i);
         if (trains.empty()) {
-          error_at(kind_at, "predict step '" + step.id +
-                                "' has no train step upstream; add one to needs or set 'model:'");
+          error_at(kind_at,
+                   "predict step '" + step.id + "' has no train step upstream; add one to needs or set 'model:'");
         } else if (trains.size() > 1) {
           std::vector<int> sorted = trains;
           std::sort(sorted.begin(), sorted.end());
@@ -1342,8 +1344,8 @@ void Loader::check_graph(Workflow& workflow) {
 void Loader::apply_overrides(const Overrides& overrides, Workflow& workflow) {
   for (const auto& [name, text] : overrides) {
     const std::string prefix = "-p " + name + "=" + text + ": ";
-    auto it = std::find_if(workflow.params.begin(), workflow.params.end(),
-                           [&](const Param& p) { return p.name == name; });
+    auto it =
+        std::find_if(workflow.params.begin(), workflow.params.end(), [&](const Param& p) { return p.name == name; });
     if (it == workflow.params.end()) {
       if (m_param_names.empty()) {
         error_unplaced(prefix + "unknown parameter '" + name + "'; the workflow declares no parameters");
@@ -1436,8 +1438,7 @@ namespace {
 
 // `owned`, when given, holds `text` and is moved into Workflow::content
 // instead of copied: a 10,000-step file is about a megabyte.
-LoadResult parse_text(std::string_view text, const std::string& path, const Overrides& overrides,
-                      std::string* owned) {
+LoadResult parse_text(std::string_view text, const std::string& path, const Overrides& overrides, std::string* owned) {
   LoadResult result;
   Workflow workflow;
   workflow.file = path;

@@ -400,7 +400,9 @@ private:
   std::optional<Node> m_root;
 };
 
-bool equals(const char* a, const char* b) { return a != nullptr && std::strcmp(a, b) == 0; }
+bool equals(const char* a, const char* b) {
+  return a != nullptr && std::strcmp(a, b) == 0;
+}
 
 // The character at `offset` quoted for a message: 'x', or the tab spelled out.
 std::string quoted_char(std::string_view text, std::uint32_t offset) {
@@ -443,7 +445,8 @@ YamlError syntax_error(const yaml_parser_t& parser, const SourceMap& source, Byt
       std::snprintf(code, sizeof code, "%04X", static_cast<unsigned>(parser.problem_value));
       return {offset, 1, std::string("invalid YAML: control character U+") + code + " is not allowed"};
     }
-    return {offset, 1, std::string("invalid YAML: ") + (parser.problem != nullptr ? parser.problem : "unreadable text")};
+    return {offset, 1,
+            std::string("invalid YAML: ") + (parser.problem != nullptr ? parser.problem : "unreadable text")};
   }
   const std::uint32_t context = bytes.of(parser.context_mark.index);
   std::uint32_t offset = bytes.of(parser.problem_mark.index);
@@ -483,8 +486,8 @@ YamlError syntax_error(const yaml_parser_t& parser, const SourceMap& source, Byt
       std::strcmp(context_text, "while scanning an anchor") == 0) {
     const char sign = context < text.size() ? text[context] : '*';
     return {context, 1,
-            std::string("invalid YAML: '") + sign + "' starts an " +
-                (sign == '&' ? "anchor" : "alias") + " name; quote the value if it is text"};
+            std::string("invalid YAML: '") + sign + "' starts an " + (sign == '&' ? "anchor" : "alias") +
+                " name; quote the value if it is text"};
   }
   if (std::strcmp(context_text, "while scanning a tag") == 0 || std::strcmp(context_text, "while parsing a tag") == 0) {
     return {context, 1, "invalid YAML: '!' starts a tag here; quote the value if it is text"};

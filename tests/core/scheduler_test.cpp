@@ -134,7 +134,8 @@ TEST_SUITE("core::Scheduler") {
     CHECK(h.executor.starts[2].at == 5000ms);
     CHECK(h.executor.starts[2].attempt == 3);
     CHECK(h.executor.starts[3].step == "after");
-    CHECK(h.recorder.retries == std::vector<std::pair<std::string, core::Millis>>{{"flaky", 1000ms}, {"flaky", 2000ms}});
+    CHECK(h.recorder.retries ==
+          std::vector<std::pair<std::string, core::Millis>>{{"flaky", 1000ms}, {"flaky", 2000ms}});
     // Every attempt sees its number.
     auto& env = h.executor.starts[2].env;
     CHECK(std::find(env.begin(), env.end(), "KILN_ATTEMPT=3") != env.end());
@@ -163,8 +164,8 @@ TEST_SUITE("core::Scheduler") {
     CHECK(core::Scheduler::backoff_delay(p, 7) == 1000ms);
 
     auto plan = make_plan({{"j", {}}});
-    plan.steps[0].retries = {.limit = 6, .backoff = core::Backoff::exponential, .delay = 1000ms,
-                             .max_delay = 8000ms, .jitter = true};
+    plan.steps[0].retries = {
+        .limit = 6, .backoff = core::Backoff::exponential, .delay = 1000ms, .max_delay = 8000ms, .jitter = true};
     Harness h(plan);
     h.executor.scripts["j"] = {{1ms, 1}};
     (void)h.run();

@@ -123,7 +123,8 @@ TEST_SUITE("workflows::WorkflowLoader") {
     CHECK(train.kind == StepKind::train);
     CHECK(train.needs == std::vector<std::string>{"prepare"});
     CHECK(train.run.form == Command::Form::exec);
-    CHECK(train.run.argv == std::vector<std::string>{"python3", "train.py", "--C", "${{ params.C }}", "--out", "model.pkl"});
+    CHECK(train.run.argv ==
+          std::vector<std::string>{"python3", "train.py", "--C", "${{ params.C }}", "--out", "model.pkl"});
     REQUIRE(train.output("model") != nullptr);
     CHECK(train.output("model")->path == "model.pkl");
     // Step retries merge field by field over the defaults.
@@ -148,8 +149,7 @@ TEST_SUITE("workflows::WorkflowLoader") {
     CHECK(predict.kind == StepKind::predict);
     CHECK(predict.model == "train");
     CHECK(predict.workdir == "out/${{ run.id }}");
-    CHECK(predict.run.script ==
-          "python3 predict.py --model model.pkl --out predictions.csv --tag '$${{ literal }}'");
+    CHECK(predict.run.script == "python3 predict.py --model model.pkl --out predictions.csv --tag '$${{ literal }}'");
     CHECK(predict.retries.limit == 0);
     CHECK(predict.kill_after == Millis{60'000});
     CHECK(wf.step("predict") == &predict);
@@ -250,8 +250,7 @@ steps:
 TEST_SUITE("workflows::KindContracts") {
   TEST_CASE("train must declare its model") {
     CHECK(messages("name: x\nsteps:\n  t: {kind: train, run: go, outputs: [m.pkl]}\n") ==
-          std::vector<std::string>{
-              "train step 't' must declare the model it produces: add 'outputs: {model: PATH}'"});
+          std::vector<std::string>{"train step 't' must declare the model it produces: add 'outputs: {model: PATH}'"});
     load_ok("name: x\nsteps:\n  t: {kind: train, run: go, outputs: {model: m.pkl}}\n");
   }
 
@@ -264,9 +263,8 @@ TEST_SUITE("workflows::KindContracts") {
 
   TEST_CASE("predict must declare predictions and find exactly one model") {
     CHECK(messages("name: x\nsteps:\n  p: {kind: predict, run: go}\n") ==
-          std::vector<std::string>{
-              "predict step 'p' must declare its predictions: add 'outputs: [PATH]'",
-              "predict step 'p' has no train step upstream; add one to needs or set 'model:'"});
+          std::vector<std::string>{"predict step 'p' must declare its predictions: add 'outputs: [PATH]'",
+                                   "predict step 'p' has no train step upstream; add one to needs or set 'model:'"});
     constexpr std::string_view two = R"(name: x
 steps:
   t1: {kind: train, run: go, outputs: {model: a}}
@@ -274,8 +272,9 @@ steps:
   mid: {needs: [t2, t1], run: go}
   p: {kind: predict, needs: mid, run: go, outputs: [p.csv]}
 )";
-    CHECK(messages(two) == std::vector<std::string>{
-                               "predict step 'p' has several train steps upstream (t1, t2); set 'model:' to the one it uses"});
+    CHECK(messages(two) ==
+          std::vector<std::string>{
+              "predict step 'p' has several train steps upstream (t1, t2); set 'model:' to the one it uses"});
     std::string chosen(two);
     chosen.replace(chosen.find("run: go, outputs: [p.csv]"), 0, "model: t2, ");
     CHECK(load_ok(chosen).step("p")->model == "t2");
@@ -294,7 +293,8 @@ steps:
 )";
     CHECK(messages(std::string(base) + "  p: {kind: predict, model: t, run: go, outputs: [o]}\n") ==
           std::vector<std::string>{"train step 't' is not upstream of 'p'; add it to needs"});
-    CHECK(messages(std::string(base) + "  p: {kind: predict, needs: [t, other], model: other, run: go, outputs: [o]}\n") ==
+    CHECK(messages(std::string(base) +
+                   "  p: {kind: predict, needs: [t, other], model: other, run: go, outputs: [o]}\n") ==
           std::vector<std::string>{"step 'other' is not a train step"});
     CHECK(messages(std::string(base) + "  p: {kind: predict, needs: t, model: tt, run: go, outputs: [o]}\n") ==
           std::vector<std::string>{"unknown step 'tt' in model (did you mean 't'?)"});
