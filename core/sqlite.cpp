@@ -304,33 +304,11 @@ Expected<void> Database::exec(std::string_view sql) {
 }
 
 Expected<std::int64_t> Database::query_int64(std::string_view sql) {
-  Expected<Statement> statement = prepare(sql);
-  if (!statement) {
-    return Error{statement.error()};
-  }
-  Expected<bool> row = statement->step();
-  if (!row) {
-    return Error{row.error()};
-  }
-  if (!*row) {
-    return Error{m_file.string() + ": no result from " + std::string(sql)};
-  }
-  return statement->column_int64(0);
+  return query_one(sql, [](StatementRef& row) { return row.column_int64(0); });
 }
 
 Expected<std::string> Database::query_text(std::string_view sql) {
-  Expected<Statement> statement = prepare(sql);
-  if (!statement) {
-    return Error{statement.error()};
-  }
-  Expected<bool> row = statement->step();
-  if (!row) {
-    return Error{row.error()};
-  }
-  if (!*row) {
-    return Error{m_file.string() + ": no result from " + std::string(sql)};
-  }
-  return statement->column_text(0);
+  return query_one(sql, [](StatementRef& row) { return row.column_text(0); });
 }
 
 Expected<Statement> Database::prepare(std::string_view sql) {

@@ -185,7 +185,35 @@ public:
   Expected<Statement> prepare(std::string_view sql);
   /// The statement for `sql`, prepared on first use and kept for the
   /// connection's lifetime. At most one lease per SQL text at a time.
+  /// The first row's value, as `read(row)` takes it; an error when there
+  /// is no row.
+  template <typename Read>
+  auto query_one(std::string_view sql, Read&& read) -> Expected<decltype(read(std::declval<StatementRef&>()))> {
+    Expected<Statement> statement = prepare(sql);
+    if (!statement) {
+      return Error{statement.error()};
+    }
+    Expected<bool> row = statement->step();
+    if (!row) {
+      return Error{row.error()};
+    }
+    if (!*row) {
+      return Error{m_file.string() + ": no result from " + std::string(sql)};
+    }
+    return read(*statement);
+  }
   Expected<CachedStatement> cached(std::string_view sql);
+  /// Runs `sql` (cached) with `args` bound to ?1, ?2, ... and calls
+  /// `on_row(row)` for each row of the result.
+  template <typename OnRow, typename... Args>
+  Expected<void> each_row(std::string_view sql, OnRow&& on_row, const Args&... args) {
+    Expected<CachedStatement> query = cached(sql);
+    if (!query) {
+      return Error{query.error()};
+    }
+    query->bind_all(args...);
+    return query->for_each_row(std::forward<OnRow>(on_row));
+  }
 
   Expected<Transaction> begin(TransactionKind kind);
 

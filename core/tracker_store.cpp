@@ -783,14 +783,9 @@ Expected<RunRecord> TrackerStore::resolve_run(std::string_view ref) {
   // [prefix, prefix + "g"): a range the UNIQUE index on id answers.
   std::vector<std::int64_t> numbers;
   {
-    Expected<CachedStatement> query =
-        m_database.cached("SELECT number FROM runs WHERE id >= ?1 AND id < ?2 ORDER BY number LIMIT 6");
-    if (!query) {
-      return Error{query.error()};
-    }
-    query->bind_all(prefix, prefix + "g");
-    if (Expected<void> done =
-            query->for_each_row([&](sqlite::StatementRef& row) { numbers.push_back(row.column_int64(0)); });
+    if (Expected<void> done = m_database.each_row(
+            "SELECT number FROM runs WHERE id >= ?1 AND id < ?2 ORDER BY number LIMIT 6",
+            [&](sqlite::StatementRef& row) { numbers.push_back(row.column_int64(0)); }, prefix, prefix + "g");
         !done) {
       return Error{done.error()};
     }
@@ -816,26 +811,23 @@ Expected<RunRecord> TrackerStore::resolve_run(std::string_view ref) {
 Expected<std::vector<StepRecord>> TrackerStore::steps(std::int64_t run) {
   std::vector<StepRecord> steps;
   {
-    Expected<CachedStatement> query =
-        m_database.cached("SELECT id, kind, command, needs_json, status, started_ms, ended_ms, attempts, reason "
-                          "FROM steps WHERE run = ?1 ORDER BY position");
-    if (!query) {
-      return Error{query.error()};
-    }
-    query->bind_all(run);
-    if (Expected<void> done = query->for_each_row([&](sqlite::StatementRef& row) {
-          StepRecord step;
-          step.id = row.column_text(0);
-          step.kind = row.column_text(1);
-          step.command = row.column_text(2);
-          step.needs = parse_needs(row.column_text(3));
-          step.status = parse_step_status(row.column_text(4)).value_or(StepStatus::failed);
-          step.started_ms = row.column_optional_int64(5);
-          step.ended_ms = row.column_optional_int64(6);
-          step.attempts = row.column_int(7);
-          step.reason = row.column_text(8);
-          steps.push_back(std::move(step));
-        });
+    if (Expected<void> done = m_database.each_row(
+            "SELECT id, kind, command, needs_json, status, started_ms, ended_ms, attempts, reason "
+            "FROM steps WHERE run = ?1 ORDER BY position",
+            [&](sqlite::StatementRef& row) {
+              StepRecord step;
+              step.id = row.column_text(0);
+              step.kind = row.column_text(1);
+              step.command = row.column_text(2);
+              step.needs = parse_needs(row.column_text(3));
+              step.status = parse_step_status(row.column_text(4)).value_or(StepStatus::failed);
+              step.started_ms = row.column_optional_int64(5);
+              step.ended_ms = row.column_optional_int64(6);
+              step.attempts = row.column_int(7);
+              step.reason = row.column_text(8);
+              steps.push_back(std::move(step));
+            },
+            run);
         !done) {
       return Error{done.error()};
     }
@@ -851,38 +843,35 @@ Expected<std::vector<StepRecord>> TrackerStore::steps(std::int64_t run) {
 Expected<std::vector<AttemptRecord>> TrackerStore::attempts(std::int64_t run) {
   std::vector<AttemptRecord> attempts;
   {
-    Expected<CachedStatement> query =
-        m_database.cached("SELECT a.step, a.number, a.pid, a.executor, a.handle, a.started_ms, a.stdout_path, "
-                          "a.stderr_path, a.ended_ms, a.exit_code, a.signal, a.timed_out, a.error "
-                          "FROM attempts a JOIN steps s ON s.run = a.run AND s.id = a.step "
-                          "WHERE a.run = ?1 ORDER BY s.position, a.number");
-    if (!query) {
-      return Error{query.error()};
-    }
-    query->bind_all(run);
-    if (Expected<void> done = query->for_each_row([&](sqlite::StatementRef& row) {
-          AttemptRecord attempt;
-          attempt.step_id = row.column_text(0);
-          attempt.number = row.column_int(1);
-          attempt.start.pid = row.column_int64(2);
-          attempt.start.executor = row.column_text(3);
-          attempt.start.handle = row.column_text(4);
-          attempt.start.started_ms = row.column_int64(5);
-          attempt.start.stdout_path = row.column_text(6);
-          attempt.start.stderr_path = row.column_text(7);
-          if (!row.is_null(8)) {
-            AttemptEnd end;
-            end.ended_ms = row.column_int64(8);
-            if (!row.is_null(9)) {
-              end.exit_code = row.column_int(9);
-            }
-            end.signal = row.column_int(10);
-            end.timed_out = row.column_int64(11) != 0;
-            end.error = row.column_text(12);
-            attempt.end = std::move(end);
-          }
-          attempts.push_back(std::move(attempt));
-        });
+    if (Expected<void> done = m_database.each_row(
+            "SELECT a.step, a.number, a.pid, a.executor, a.handle, a.started_ms, a.stdout_path, "
+            "a.stderr_path, a.ended_ms, a.exit_code, a.signal, a.timed_out, a.error "
+            "FROM attempts a JOIN steps s ON s.run = a.run AND s.id = a.step "
+            "WHERE a.run = ?1 ORDER BY s.position, a.number",
+            [&](sqlite::StatementRef& row) {
+              AttemptRecord attempt;
+              attempt.step_id = row.column_text(0);
+              attempt.number = row.column_int(1);
+              attempt.start.pid = row.column_int64(2);
+              attempt.start.executor = row.column_text(3);
+              attempt.start.handle = row.column_text(4);
+              attempt.start.started_ms = row.column_int64(5);
+              attempt.start.stdout_path = row.column_text(6);
+              attempt.start.stderr_path = row.column_text(7);
+              if (!row.is_null(8)) {
+                AttemptEnd end;
+                end.ended_ms = row.column_int64(8);
+                if (!row.is_null(9)) {
+                  end.exit_code = row.column_int(9);
+                }
+                end.signal = row.column_int(10);
+                end.timed_out = row.column_int64(11) != 0;
+                end.error = row.column_text(12);
+                attempt.end = std::move(end);
+              }
+              attempts.push_back(std::move(attempt));
+            },
+            run);
         !done) {
       return Error{done.error()};
     }
@@ -933,17 +922,14 @@ TrackerStore::recover_crashed(const std::string& host, const std::function<bool(
   {
     std::vector<std::pair<std::int64_t, RunnerIdentity>> candidates;
     {
-      Expected<CachedStatement> query =
-          m_database.cached("SELECT number, runner_host, runner_pid, runner_start_ticks FROM runs "
-                            "WHERE status = 'running' AND runner_host = ?1 ORDER BY number");
-      if (!query) {
-        return Error{query.error()};
-      }
-      query->bind_all(host);
-      if (Expected<void> done = query->for_each_row([&](sqlite::StatementRef& row) {
-            RunnerIdentity runner{row.column_text(1), row.column_int64(2), row.column_int64(3)};
-            candidates.emplace_back(row.column_int64(0), std::move(runner));
-          });
+      if (Expected<void> done = m_database.each_row(
+              "SELECT number, runner_host, runner_pid, runner_start_ticks FROM runs "
+              "WHERE status = 'running' AND runner_host = ?1 ORDER BY number",
+              [&](sqlite::StatementRef& row) {
+                RunnerIdentity runner{row.column_text(1), row.column_int64(2), row.column_int64(3)};
+                candidates.emplace_back(row.column_int64(0), std::move(runner));
+              },
+              host);
           !done) {
         return Error{done.error()};
       }
@@ -988,18 +974,15 @@ TrackerStore::recover_crashed(const std::string& host, const std::function<bool(
       run_id = query->column_text(0);
     }
     {
-      Expected<CachedStatement> query =
-          m_database.cached("SELECT a.step, a.number, a.executor, a.handle FROM attempts a "
-                            "JOIN steps s ON s.run = a.run AND s.id = a.step "
-                            "WHERE a.run = ?1 AND a.ended_ms IS NULL ORDER BY s.position, a.number");
-      if (!query) {
-        return Error{query.error()};
-      }
-      query->bind_all(number);
-      if (Expected<void> done = query->for_each_row([&](sqlite::StatementRef& row) {
-            orphans.push_back(OrphanAttempt{number, run_id, row.column_text(0), row.column_int(1), row.column_text(2),
-                                            row.column_text(3)});
-          });
+      if (Expected<void> done = m_database.each_row(
+              "SELECT a.step, a.number, a.executor, a.handle FROM attempts a "
+              "JOIN steps s ON s.run = a.run AND s.id = a.step "
+              "WHERE a.run = ?1 AND a.ended_ms IS NULL ORDER BY s.position, a.number",
+              [&](sqlite::StatementRef& row) {
+                orphans.push_back(OrphanAttempt{number, run_id, row.column_text(0), row.column_int(1),
+                                                row.column_text(2), row.column_text(3)});
+              },
+              number);
           !done) {
         return Error{done.error()};
       }
@@ -1009,17 +992,12 @@ TrackerStore::recover_crashed(const std::string& host, const std::function<bool(
     // run look that long.
     std::int64_t last_seen = now_ms;
     {
-      Expected<CachedStatement> query = m_database.cached(
-          "SELECT max((SELECT started_ms FROM runs WHERE number = ?1), "
-          "coalesce((SELECT max(max(started_ms, coalesce(ended_ms, 0))) FROM attempts WHERE run = ?1), 0), "
-          "coalesce((SELECT max(max(coalesce(started_ms, 0), coalesce(ended_ms, 0))) FROM steps "
-          "WHERE run = ?1), 0))");
-      if (!query) {
-        return Error{query.error()};
-      }
-      query->bind_all(number);
-      if (Expected<void> done = query->for_each_row(
-              [&](sqlite::StatementRef& row) { last_seen = std::min(now_ms, row.column_int64(0)); });
+      if (Expected<void> done = m_database.each_row(
+              "SELECT max((SELECT started_ms FROM runs WHERE number = ?1), "
+              "coalesce((SELECT max(max(started_ms, coalesce(ended_ms, 0))) FROM attempts WHERE run = ?1), 0), "
+              "coalesce((SELECT max(max(coalesce(started_ms, 0), coalesce(ended_ms, 0))) FROM steps "
+              "WHERE run = ?1), 0))",
+              [&](sqlite::StatementRef& row) { last_seen = std::min(now_ms, row.column_int64(0)); }, number);
           !done) {
         return Error{done.error()};
       }
