@@ -13,6 +13,7 @@
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -51,6 +52,28 @@ std::string exit_text(const std::optional<core::AttemptEnd>& end) {
   return text;
 }
 
+/// Opens the store to read its history: a store that does not exist is
+/// reported (exit 2) rather than created empty.
+int open_history(const GlobalOptions& global, std::unique_ptr<core::TrackerStore>& out) {
+  const auto directory = store_directory(global.store);
+  std::error_code ec;
+  if (!std::filesystem::exists(directory / "kiln.db", ec)) {
+    const bool discovered = global.store.empty() && std::getenv("KILN_STORE") == nullptr;
+    std::fprintf(
+        stderr,
+        "kiln: error: no kiln store at %s%s; run a workflow here first, or name a store with --store or KILN_STORE\n",
+        directory.c_str(), discovered ? " (nor a .kiln/ in any parent directory)" : "");
+    return k_exit_usage;
+  }
+  auto store = open_store(global.store);
+  if (!store) {
+    std::fprintf(stderr, "kiln: error: %s\n", store.error().c_str());
+    return k_exit_internal;
+  }
+  out = std::move(*store);
+  return k_exit_ok;
+}
+
 struct OpenedRun {
   std::unique_ptr<core::TrackerStore> store;
   core::RunRecord run;
@@ -59,17 +82,14 @@ struct OpenedRun {
 /// Opens the store and finds the run `ref` names; on failure prints why and
 /// returns the exit status.
 int open_run(const GlobalOptions& global, const std::string& ref, OpenedRun& out) {
-  auto store = open_store(global.store);
-  if (!store) {
-    std::fprintf(stderr, "kiln: error: %s\n", store.error().c_str());
-    return k_exit_internal;
+  if (int status = open_history(global, out.store); status != k_exit_ok) {
+    return status;
   }
-  auto run = (*store)->resolve_run(ref);
+  auto run = out.store->resolve_run(ref);
   if (!run) {
     std::fprintf(stderr, "kiln: error: %s\n", run.error().c_str());
     return k_exit_usage;
   }
-  out.store = std::move(*store);
   out.run = std::move(*run);
   return k_exit_ok;
 }
@@ -97,12 +117,11 @@ int runs_list_command(const GlobalOptions& global, const ListOptions& options) {
     filter.since_ms = core::SystemClock().wall_ms() - window->count();
   }
   filter.limit = options.limit;
-  auto store = open_store(global.store);
-  if (!store) {
-    std::fprintf(stderr, "kiln: error: %s\n", store.error().c_str());
-    return k_exit_internal;
+  std::unique_ptr<core::TrackerStore> store;
+  if (int status = open_history(global, store); status != k_exit_ok) {
+    return status;
   }
-  auto runs = (*store)->list_runs(filter);
+  auto runs = store->list_runs(filter);
   if (!runs) {
     std::fprintf(stderr, "kiln: error: %s\n", runs.error().c_str());
     return k_exit_internal;
@@ -112,7 +131,7 @@ int runs_list_command(const GlobalOptions& global, const ListOptions& options) {
     return k_exit_ok;
   }
   if (runs->empty()) {
-    std::printf("no runs recorded in %s\n", (*store)->directory().c_str());
+    std::printf("no runs recorded in %s\n", store->directory().c_str());
     return k_exit_ok;
   }
   Table table({"#", "ID", "WORKFLOW", "STATUS", "STARTED", "DURATION", "STEPS", "USER"});

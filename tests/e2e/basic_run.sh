@@ -53,3 +53,10 @@ expect_exit 0 "$KILN" run workflow.yaml
 cd sub/deeper
 expect_exit 0 "$KILN" runs list --output json
 expect_json 'len(d)' 1
+
+# Reading history where there is no store says so, and creates nothing.
+mkdir -p "$work/empty" && cd "$work/empty"
+expect_exit 2 "$KILN" runs list
+expect_output "no kiln store at $work/empty/.kiln"
+expect_exit 2 "$KILN" runs show last --store "$work/nowhere"
+[ ! -e .kiln ] && [ ! -e "$work/nowhere" ] || fail "reading history created a store"
