@@ -11,10 +11,7 @@ void RunRecorder::check(const Expected<void>& result) {
   }
 }
 
-void RunRecorder::step_started(int /*step*/, std::int64_t /*at_ms*/) {
-  // begin_attempt marks the step running, in the same transaction.
-}
-
+// A step goes running with its first attempt: begin_attempt records both.
 void RunRecorder::attempt_started(int step, int attempt, const LaunchSpec& spec, const JobStarted& job,
                                   std::int64_t at_ms) {
   AttemptStart start;

@@ -19,7 +19,6 @@ class RunRecorder final : public RunObserver {
 public:
   RunRecorder(TrackerStore& store, const Plan& plan, std::int64_t run_number, std::string executor);
 
-  void step_started(int step, std::int64_t at_ms) override;
   void attempt_started(int step, int attempt, const LaunchSpec& spec, const JobStarted& job,
                        std::int64_t at_ms) override;
   void attempt_finished(int step, int attempt, const AttemptOutcome& outcome, std::int64_t at_ms,
