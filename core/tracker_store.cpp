@@ -301,7 +301,7 @@ void to_json(nlohmann::json& json, const AttemptRecord& attempt) {
 // ---- TrackerStore ----
 
 TrackerStore::TrackerStore(std::filesystem::path directory, sqlite::Database database)
-    : m_directory(std::move(directory)), m_database(std::move(database)) {}
+    : m_directory(std::move(directory)), m_database(std::move(database)), m_blobs(m_directory / "artifacts") {}
 
 int TrackerStore::schema_version() {
   return k_schema_version;

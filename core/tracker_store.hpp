@@ -14,9 +14,12 @@
 // are their to_string names, times are integer milliseconds since the Unix
 // epoch, and a value that is absent is null.
 
+#include "core/artifact_store.hpp"
 #include "core/expected.hpp"
 #include "core/run_status.hpp"
+#include "core/search_filter.hpp"
 #include "core/sqlite.hpp"
+#include "core/tracking.hpp"
 
 #include <nlohmann/json.hpp>
 
@@ -46,6 +49,8 @@ struct NewStep {
   /// Display text of the command.
   std::string command;
   std::vector<std::string> needs;
+  /// Absolute; where the step runs and where its artifacts must stay.
+  std::string workdir;
 };
 
 struct NewRun {
@@ -69,6 +74,12 @@ struct NewRun {
   std::int64_t started_ms = 0;
   /// In file order; inserted as pending.
   std::vector<NewStep> steps;
+  /// The run's tags from the workflow file and --tag, in that order (a later
+  /// one replaces an earlier one with the same key). The system tags
+  /// (kiln.user, kiln.host, kiln.git.commit, kiln.git.branch, kiln.git.dirty,
+  /// kiln.workflow.file, kiln.workflow.hash, kiln.version, kiln.command) are
+  /// added by create_run from the fields above.
+  KeyValues tags;
 };
 
 /// Steps of a run by status.
@@ -111,6 +122,8 @@ struct RunRecord {
 
 struct StepRecord {
   std::string id;
+  /// Absolute; "" for runs recorded before schema version 2.
+  std::string workdir;
   std::string kind;
   std::string command;
   std::vector<std::string> needs;
@@ -246,6 +259,102 @@ public:
   /// The workflow file's content as it was when the run started.
   Expected<std::string> workflow_content(std::int64_t run);
 
+  // ---- What steps record (schema version 2) ----
+
+  /// Appends points to the step's histories and updates each key's summary,
+  /// in one transaction. Points keep their order: a history lists points in
+  /// the order they were logged.
+  Expected<void> log_metrics(std::int64_t run, std::string_view step, const std::vector<MetricPoint>& points);
+  /// Logs params of a step (step "" = the run's). Logging a key again with
+  /// the same value is a no-op; with a different value it is an error naming
+  /// the key and both values, and none of `params` is written (as in MLflow).
+  Expected<void> log_params(std::int64_t run, std::string_view step, const KeyValues& params);
+  /// Sets tags (step "" = the run's), replacing the values of keys set before.
+  Expected<void> set_tags(std::int64_t run, std::string_view step, const KeyValues& tags);
+
+  struct NewArtifact {
+    std::string logical_path;
+    StagedBlob blob;
+    ArtifactKind kind = ArtifactKind::output;
+    std::string name;
+  };
+  /// Content staged with blobs().stage(), recorded for the step in one
+  /// write transaction: each blob is committed into the blob store (or
+  /// dropped when identical content is there already) and its row written.
+  /// A path recorded before for the same step is replaced. On error every
+  /// staged temp is discarded.
+  Expected<void> add_artifacts(std::int64_t run, std::string_view step, const std::vector<NewArtifact>& artifacts,
+                               std::int64_t at_ms);
+  BlobStore& blobs() { return m_blobs; }
+
+  /// The run's own first, then by step position; keys sorted within each.
+  Expected<std::vector<KeyValue>> params(std::int64_t run);
+  Expected<std::vector<KeyValue>> tags(std::int64_t run);
+  /// By step position, then key.
+  Expected<std::vector<MetricSummary>> metric_summaries(std::int64_t run);
+  struct HistoryQuery {
+    std::string key;
+    /// "" = every step of the run that logged the key.
+    std::string step;
+    /// Inclusive bounds on MetricPoint::step.
+    std::optional<std::int64_t> min_step;
+    std::optional<std::int64_t> max_step;
+  };
+  /// Streams the matching points, by step position, then logging order.
+  Expected<void> metric_history(std::int64_t run, const HistoryQuery& query,
+                                const std::function<void(const std::string& step_id, const MetricPoint&)>& on_point);
+  /// "" = every step; by step position, then path.
+  Expected<std::vector<ArtifactRecord>> artifacts(std::int64_t run, std::string_view step = {});
+
+  /// A model a train step produced, with what evaluate steps downstream of
+  /// it in the same run measured.
+  struct ModelRecord {
+    std::int64_t run_number = 0;
+    std::string run_id;
+    std::string workflow_name;
+    RunStatus run_status = RunStatus::running;
+    ArtifactRecord artifact;
+    /// The last value of every metric of the evaluate steps that need the
+    /// train step, directly or through other steps.
+    std::vector<MetricSummary> metrics;
+  };
+  /// Newest run first; `workflow` "" = all; limit 0 = all.
+  Expected<std::vector<ModelRecord>> models(std::string_view workflow, int limit);
+
+  /// Runs matching the filter in the order given (newest first by default);
+  /// limit 0 = all.
+  Expected<std::vector<RunRecord>> search_runs(const FilterNode& filter, const std::vector<OrderTerm>& order,
+                                               int limit);
+
+  /// Deletes the runs (steps, attempts, metrics, params, tags, artifact rows
+  /// and their log files), then the blobs no remaining run references. A run
+  /// still running (its runner alive) is refused and nothing is deleted.
+  struct DeleteReport {
+    std::vector<std::int64_t> runs;
+    std::int64_t blobs_removed = 0;
+    std::int64_t bytes_freed = 0;
+  };
+  Expected<DeleteReport> delete_runs(const std::vector<std::int64_t>& runs);
+
+  struct GcPolicy {
+    /// Keep the newest N finished runs of each workflow; nullopt = no such rule.
+    std::optional<int> keep_last;
+    /// Only runs that ended before this time are candidates; nullopt = no such rule.
+    std::optional<std::int64_t> ended_before_ms;
+    bool dry_run = false;
+  };
+  /// Retention: with neither rule, no run is removed. With both, a run is
+  /// removed only when both allow it. Running runs are never removed. Then
+  /// (also with no rule) blob files no run references and stale temp files
+  /// are removed. With dry_run, reports what would go and changes nothing.
+  struct GcReport {
+    std::vector<RunRecord> runs;
+    std::int64_t blobs_removed = 0;
+    std::int64_t bytes_freed = 0;
+    std::int64_t temps_removed = 0;
+  };
+  Expected<GcReport> gc(const GcPolicy& policy, std::int64_t now_ms);
+
   /// dir/logs/<run id>/<step>.<attempt>.<stream>; stream is "out" or "err".
   std::filesystem::path log_path(std::string_view run_id, std::string_view step, int attempt,
                                  std::string_view stream) const;
@@ -273,6 +382,7 @@ private:
 
   std::filesystem::path m_directory;
   sqlite::Database m_database;
+  BlobStore m_blobs;
 };
 
 } // namespace kiln::core
