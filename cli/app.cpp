@@ -12,7 +12,20 @@ namespace kiln::cli {
 
 namespace {
 
-const std::map<std::string, OutputFormat> k_formats{{"table", OutputFormat::table}, {"json", OutputFormat::json}};
+/// -o,--output FORMAT, limited to what the command can write: any other
+/// value, csv included, is a usage error (exit 2) naming the accepted ones.
+void add_output_option(CLI::App* command, OutputFormat& format, std::vector<OutputFormat> accepted) {
+  std::vector<std::string> names;
+  for (auto f : accepted) {
+    names.emplace_back(to_string(f));
+  }
+  command
+      ->add_option_function<std::string>(
+          "-o,--output", [&format](const std::string& text) { format = *parse_output_format(text); }, "Output format")
+      ->check(CLI::IsMember(names))
+      ->type_name("FORMAT")
+      ->default_str(std::string(to_string(format)));
+}
 
 void add_workflow_options(CLI::App* command, WorkflowOptions& options) {
   command->add_option("file", options.file, "Workflow file")->required();
@@ -52,7 +65,7 @@ int main(int argc, char** argv) {
   OutputFormat plan_format = OutputFormat::table;
   auto* plan = app.add_subcommand("plan", "Show the resolved steps in execution order");
   add_workflow_options(plan, plan_options);
-  plan->add_option("-o,--output", plan_format, "table or json")->transform(CLI::CheckedTransformer(k_formats));
+  add_output_option(plan, plan_format, {OutputFormat::table, OutputFormat::json});
 
   WorkflowOptions graph_options;
   std::string graph_format = "dot";
@@ -78,14 +91,14 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"running", "succeeded", "failed", "cancelled", "crashed"}));
   list->add_option("--since", list_options.since, "Only runs started within this long, e.g. 7d, 12h");
   list->add_option("-n,--limit", list_options.limit, "At most this many (0: all)")->capture_default_str();
-  list->add_option("-o,--output", list_options.format, "table or json")->transform(CLI::CheckedTransformer(k_formats));
+  add_output_option(list, list_options.format, {OutputFormat::table, OutputFormat::json, OutputFormat::csv});
   list->add_option("--store", global.store, "Tracker store directory")->type_name("DIR");
 
   std::string show_run;
   OutputFormat show_format = OutputFormat::table;
   auto* show = runs->add_subcommand("show", "One run: params, steps, attempts");
   show->add_option("run", show_run, "Run number, id, unique id prefix, or 'last'")->required();
-  show->add_option("-o,--output", show_format, "table or json")->transform(CLI::CheckedTransformer(k_formats));
+  add_output_option(show, show_format, {OutputFormat::table, OutputFormat::json});
   show->add_option("--store", global.store, "Tracker store directory")->type_name("DIR");
 
   std::string logs_run;

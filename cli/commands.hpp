@@ -2,6 +2,8 @@
 // The commands: each parses nothing itself (app.cpp does, with CLI11),
 // calls a few core entry points, and prints.
 
+#include "cli/output.hpp"
+
 #include <string>
 #include <vector>
 
@@ -15,8 +17,6 @@ enum ExitCode : int {
   /// kiln itself could not work: the store is unreadable, a disk is full.
   k_exit_internal = 3,
 };
-
-enum class OutputFormat { table, json };
 
 struct GlobalOptions {
   std::string store;

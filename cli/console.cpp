@@ -1,5 +1,7 @@
 #include "cli/console.hpp"
 
+#include "cli/output.hpp"
+
 #include <sys/ioctl.h>
 #include <unistd.h>
 
@@ -69,11 +71,25 @@ std::string format_time(std::int64_t epoch_ms) {
   return buf;
 }
 
+namespace {
+
+/// Terminal columns of UTF-8 text, one per code point (no wide characters in
+/// what kiln prints).
+std::size_t display_width(std::string_view text) {
+  std::size_t n = 0;
+  for (char c : text) {
+    n += (static_cast<unsigned char>(c) & 0xC0) != 0x80 ? 1 : 0;
+  }
+  return n;
+}
+
+} // namespace
+
 void Table::print(std::ostream& out) const {
   std::vector<std::size_t> width(m_header.size(), 0);
   auto measure = [&](const std::vector<std::string>& row) {
     for (std::size_t i = 0; i < row.size() && i < width.size(); ++i) {
-      width[i] = std::max(width[i], row[i].size());
+      width[i] = std::max(width[i], display_width(row[i]));
     }
   };
   measure(m_header);
@@ -85,7 +101,7 @@ void Table::print(std::ostream& out) const {
     for (std::size_t i = 0; i < row.size(); ++i) {
       line += row[i];
       if (i + 1 < row.size()) {
-        line.append(width[i] - row[i].size() + 2, ' ');
+        line.append(width[i] - display_width(row[i]) + 2, ' ');
       }
     }
     while (!line.empty() && line.back() == ' ') {
@@ -96,6 +112,13 @@ void Table::print(std::ostream& out) const {
   emit(m_header);
   for (const auto& row : m_rows) {
     emit(row);
+  }
+}
+
+void Table::print_csv(std::ostream& out) const {
+  write_csv_row(out, m_header);
+  for (const auto& row : m_rows) {
+    write_csv_row(out, row);
   }
 }
 

@@ -28,12 +28,15 @@ std::string format_duration_ms(std::int64_t ms);
 std::string format_time(std::int64_t epoch_ms);
 
 /// Columns padded to their widest cell; the last column is not padded.
+/// Widths count UTF-8 code points, so cells may hold sparklines (▁▂▃).
 class Table {
 public:
   explicit Table(std::vector<std::string> header) : m_header(std::move(header)) {}
   void add(std::vector<std::string> row) { m_rows.push_back(std::move(row)); }
   bool empty() const { return m_rows.empty(); }
   void print(std::ostream& out) const;
+  /// The header and the rows as RFC 4180 records (see cli/output.hpp).
+  void print_csv(std::ostream& out) const;
 
 private:
   std::vector<std::string> m_header;

@@ -130,7 +130,7 @@ int runs_list_command(const GlobalOptions& global, const ListOptions& options) {
     std::cout << nlohmann::json(*runs).dump(2) << '\n';
     return k_exit_ok;
   }
-  if (runs->empty()) {
+  if (runs->empty() && options.format == OutputFormat::table) {
     std::printf("no runs recorded in %s\n", store->directory().c_str());
     return k_exit_ok;
   }
@@ -141,10 +141,16 @@ int runs_list_command(const GlobalOptions& global, const ListOptions& options) {
     if (c.failed > 0) {
       steps += ", " + std::to_string(c.failed) + " failed";
     }
-    table.add({std::to_string(r.number), r.id.substr(0, 8), r.workflow_name, std::string(core::to_string(r.status)),
+    // CSV is for programs: the whole id, not the prefix a reader types.
+    const std::string id = options.format == OutputFormat::csv ? r.id : r.id.substr(0, 8);
+    table.add({std::to_string(r.number), id, r.workflow_name, std::string(core::to_string(r.status)),
                format_time(r.started_ms), duration_of(r.started_ms, r.ended_ms), steps, r.user});
   }
-  table.print(std::cout);
+  if (options.format == OutputFormat::csv) {
+    table.print_csv(std::cout);
+  } else {
+    table.print(std::cout);
+  }
   return k_exit_ok;
 }
 
