@@ -9,23 +9,36 @@
 //   entity     := prefix '.' name
 //   prefix     := metrics | metric | params | param | tags | tag
 //               | attributes | attribute | attr | run
-//   name       := identifier chars [A-Za-z0-9_.-/]+ | `backquoted` | "double quoted"
+//   name       := [A-Za-z0-9_.:/-]+ | `backquoted` | "double quoted"
 //   op         := = | != | <> | < | <= | > | >= | LIKE | ILIKE | NOT LIKE | NOT ILIKE
 //   value      := number | 'single quoted' | "double quoted"
 //
-// Keywords are case-insensitive. A metric condition compares the last value of
-// that key (numbers only; LIKE is an error). Param and tag values are strings
-// (=, !=, LIKE, ILIKE, IN); comparing one with <, <=, >, >= and a number
-// compares numerically. A params/tags/metrics condition matches a run when the
-// run itself or any of its steps has the key with a matching value; a run
-// without the key never matches (not even !=), as in MLflow. LIKE is
-// case-sensitive, ILIKE not; % and _ are the wildcards.
+// Keywords, prefixes and attribute names are case-insensitive; keys are not.
+// A quote inside a quoted name or value is written twice: 'it''s'. A bare
+// word as a value is an error (quote it).
+//
+// A metric condition compares the last value of that key (numbers only;
+// LIKE, ILIKE and IN are errors; NaN never matches). Param and tag values are
+// strings: a quoted value compares as text (=, !=, LIKE, ILIKE, IN), an
+// unquoted number compares numerically (=, !=, <, <=, >, >=, IN), so
+// `params.C = 1` matches "1" and "1.0"; a value that is not a number
+// literal in full ("abc", "1abc", "") never matches a numeric comparison. < <= > >=
+// need an unquoted number, and an IN list is all numbers or all strings.
+// A params/tags/metrics condition matches a run when the run itself or any
+// of its steps has the key with a matching value; a run without the key
+// never matches (not even !=), as in MLflow. LIKE is case-sensitive, ILIKE
+// not; % and _ are the wildcards.
 //
 // Attributes: id (alias run_id), number, workflow (alias run_name), status,
 // user (alias user_id), host, git_commit, git_branch, start_time and end_time
-// (ms since the epoch, numbers), duration (ms). 
+// (ms since the epoch, numbers), duration (ms; no end time while a run is
+// running, so then it never matches). Text attributes take =, !=, LIKE,
+// ILIKE, IN and NOT IN with quoted values; numeric ones =, !=, <, <=, >, >=,
+// IN and NOT IN with numbers. A status must be a run status (any case:
+// 'FAILED' is 'failed'), except as a LIKE pattern.
 //
-// Syntax errors carry the 1-based column they were found at.
+// Syntax and semantic errors carry the 1-based column (in characters) they
+// were found at; parsing stops at the first.
 
 #include "core/expected.hpp"
 
@@ -64,8 +77,8 @@ struct FilterNode {
 struct FilterError {
   std::string message;
   int column = 0;
-  /// Two lines: the filter, and a caret under `column`: for printing after
-  /// "kiln: error: filter: <message>".
+  /// Two lines: the filter (tabs and newlines shown as spaces), and a caret
+  /// under `column`: for printing after "kiln: error: filter: <message>".
   std::string excerpt;
 };
 
@@ -80,7 +93,9 @@ struct OrderTerm {
 };
 
 /// "metrics.accuracy DESC, attributes.start_time" (ASC by default). Empty
-/// text gives no terms (the caller's default order applies).
+/// text gives no terms (the caller's default order applies). Params and tags
+/// sort as text (the run's own value before a step's), a metric by the value
+/// of its most recently logged series.
 std::variant<std::vector<OrderTerm>, FilterError> parse_order_by(std::string_view text);
 
 /// SQL for a filter, against the tracker schema (version 2): the runs table
