@@ -3,6 +3,7 @@
 #include "cli/commands.hpp"
 #include "cli/console.hpp"
 #include "cli/context.hpp"
+#include "cli/history.hpp"
 #include "core/clock.hpp"
 #include "core/duration.hpp"
 #include "core/tracker_store.hpp"
@@ -52,8 +53,12 @@ std::string exit_text(const std::optional<core::AttemptEnd>& end) {
   return text;
 }
 
-/// Opens the store to read its history: a store that does not exist is
-/// reported (exit 2) rather than created empty.
+std::string param_text(const nlohmann::json& value) {
+  return value.is_string() ? value.get<std::string>() : value.dump();
+}
+
+} // namespace
+
 int open_history(const GlobalOptions& global, std::unique_ptr<core::TrackerStore>& out) {
   const auto directory = store_directory(global.store);
   std::error_code ec;
@@ -74,13 +79,6 @@ int open_history(const GlobalOptions& global, std::unique_ptr<core::TrackerStore
   return k_exit_ok;
 }
 
-struct OpenedRun {
-  std::unique_ptr<core::TrackerStore> store;
-  core::RunRecord run;
-};
-
-/// Opens the store and finds the run `ref` names; on failure prints why and
-/// returns the exit status.
 int open_run(const GlobalOptions& global, const std::string& ref, OpenedRun& out) {
   if (int status = open_history(global, out.store); status != k_exit_ok) {
     return status;
@@ -94,11 +92,50 @@ int open_run(const GlobalOptions& global, const std::string& ref, OpenedRun& out
   return k_exit_ok;
 }
 
-std::string param_text(const nlohmann::json& value) {
-  return value.is_string() ? value.get<std::string>() : value.dump();
+void print_runs(const std::vector<core::RunRecord>& runs, OutputFormat format, const core::TrackerStore& store) {
+  if (format == OutputFormat::json) {
+    std::cout << nlohmann::json(runs).dump(2) << '\n';
+    return;
+  }
+  if (runs.empty() && format == OutputFormat::table) {
+    std::printf("no runs recorded in %s\n", store.directory().c_str());
+    return;
+  }
+  Table table({"#", "ID", "WORKFLOW", "STATUS", "STARTED", "DURATION", "STEPS", "USER"});
+  for (const auto& r : runs) {
+    const auto& c = r.steps;
+    std::string steps = std::to_string(c.succeeded) + "/" + std::to_string(c.total()) + " ok";
+    if (c.failed > 0) {
+      steps += ", " + std::to_string(c.failed) + " failed";
+    }
+    // CSV is for programs: the whole id, not the prefix a reader types.
+    const std::string id = format == OutputFormat::csv ? r.id : r.id.substr(0, 8);
+    table.add({std::to_string(r.number), id, r.workflow_name, std::string(core::to_string(r.status)),
+               format_time(r.started_ms), duration_of(r.started_ms, r.ended_ms), steps, r.user});
+  }
+  print_table(table, format);
 }
 
-} // namespace
+void print_table(const Table& table, OutputFormat format) {
+  if (format == OutputFormat::csv) {
+    table.print_csv(std::cout);
+  } else {
+    table.print(std::cout);
+  }
+}
+
+std::string format_size(std::int64_t bytes) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double value = static_cast<double>(bytes);
+  int unit = 0;
+  while (value >= 1024 && unit < 4) {
+    value /= 1024;
+    ++unit;
+  }
+  char text[32];
+  std::snprintf(text, sizeof text, unit == 0 ? "%.0f %s" : "%.1f %s", value, units[unit]);
+  return text;
+}
 
 int runs_list_command(const GlobalOptions& global, const ListOptions& options) {
   core::RunFilter filter;
@@ -126,31 +163,7 @@ int runs_list_command(const GlobalOptions& global, const ListOptions& options) {
     std::fprintf(stderr, "kiln: error: %s\n", runs.error().c_str());
     return k_exit_internal;
   }
-  if (options.format == OutputFormat::json) {
-    std::cout << nlohmann::json(*runs).dump(2) << '\n';
-    return k_exit_ok;
-  }
-  if (runs->empty() && options.format == OutputFormat::table) {
-    std::printf("no runs recorded in %s\n", store->directory().c_str());
-    return k_exit_ok;
-  }
-  Table table({"#", "ID", "WORKFLOW", "STATUS", "STARTED", "DURATION", "STEPS", "USER"});
-  for (const auto& r : *runs) {
-    const auto& c = r.steps;
-    std::string steps = std::to_string(c.succeeded) + "/" + std::to_string(c.total()) + " ok";
-    if (c.failed > 0) {
-      steps += ", " + std::to_string(c.failed) + " failed";
-    }
-    // CSV is for programs: the whole id, not the prefix a reader types.
-    const std::string id = options.format == OutputFormat::csv ? r.id : r.id.substr(0, 8);
-    table.add({std::to_string(r.number), id, r.workflow_name, std::string(core::to_string(r.status)),
-               format_time(r.started_ms), duration_of(r.started_ms, r.ended_ms), steps, r.user});
-  }
-  if (options.format == OutputFormat::csv) {
-    table.print_csv(std::cout);
-  } else {
-    table.print(std::cout);
-  }
+  print_runs(*runs, options.format, *store);
   return k_exit_ok;
 }
 

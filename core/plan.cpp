@@ -190,6 +190,8 @@ Expected<Plan> make_plan(const Workflow& workflow, const PlanContext& context) {
         it->second = absolute_dir(workflow.directory, *workdir);
       }
       ps.workdir = it->second;
+      // For `kiln log artifact`, which keeps artifacts inside it.
+      step_env.push_back("KILN_WORKDIR=" + ps.workdir);
     }
     if (step.run.form == Command::Form::shell) {
       auto script = render_template(step.run.script, tc);
@@ -218,6 +220,9 @@ Expected<Plan> make_plan(const Workflow& workflow, const PlanContext& context) {
     ps.kill_after = step.kill_after;
     ps.retries = step.retries;
     ps.cpus = step.resources.cpus;
+    ps.outputs = step.outputs;
+    ps.metrics = step.metrics;
+    ps.tags = step.tags;
     plan.steps.push_back(std::move(ps));
   }
   if (!errors.empty()) {

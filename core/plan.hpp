@@ -31,6 +31,11 @@ struct PlannedStep {
   Millis kill_after{10000};
   RetryPolicy retries;
   int cpus = 1;
+  /// Declared outputs, relative to workdir (as written; never templated).
+  std::vector<StepOutput> outputs;
+  /// The declared metrics file, relative to workdir; "" for none.
+  std::string metrics;
+  TagList tags;
   /// Longest chain of dependents behind this step, itself included.
   std::int64_t priority = 1;
 };

@@ -168,6 +168,9 @@ void Scheduler::handle_exit(const JobExit& exit) {
   }
   outcome.signal = exit.signal;
   outcome.timed_out = state.timed_out;
+  if (m_collector != nullptr && outcome.succeeded() && !state.cancelling) {
+    outcome.error = m_collector->collect(step, state.attempt);
+  }
   attempt_ended(step, outcome);
 }
 

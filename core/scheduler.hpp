@@ -65,6 +65,18 @@ public:
   virtual void refresh(TimePoint /*now*/) {}
 };
 
+/// Gathers what a step produced (metrics file, declared outputs...) once its
+/// command has exited 0, and may still fail the attempt: a declared output
+/// that is missing or points outside the workdir, a malformed metrics file.
+/// Such a failure is an ordinary failed attempt, retried under the step's
+/// policy like a non-zero exit.
+class OutputCollector {
+public:
+  virtual ~OutputCollector() = default;
+  /// "" when the attempt stands as succeeded; else why it failed.
+  virtual std::string collect(int step, int attempt) = 0;
+};
+
 /// Where an attempt's output goes: {stdout path, stderr path}.
 using LogPaths = std::function<std::pair<std::string, std::string>(int step, int attempt)>;
 
@@ -79,6 +91,8 @@ class Scheduler {
 public:
   Scheduler(const Plan& plan, Executor& executor, const Clock& clock, RunObserver& observer, LogPaths log_paths,
             SchedulerOptions options);
+  /// Consulted for every attempt that exits 0; none by default.
+  void set_collector(OutputCollector* collector) { m_collector = collector; }
   RunResult run();
 
   /// The delay before attempt `next_attempt` (2 for the first retry), before jitter.
@@ -115,6 +129,7 @@ private:
   Executor& m_executor;
   const Clock& m_clock;
   RunObserver& m_observer;
+  OutputCollector* m_collector = nullptr;
   LogPaths m_log_paths;
   SchedulerOptions m_options;
   std::mt19937_64 m_random;

@@ -36,6 +36,8 @@ struct Param {
 };
 
 using EnvVars = std::vector<std::pair<std::string, std::string>>;
+/// Tags, in file order.
+using TagList = std::vector<std::pair<std::string, std::string>>;
 
 enum class Backoff { fixed, exponential };
 
@@ -92,6 +94,7 @@ struct Step {
   Millis kill_after{10000};
   RetryPolicy retries;
   Resources resources;
+  TagList tags;
   SourceLocation location;
 
   /// The path of the output named `name`, or nullptr.
@@ -109,6 +112,7 @@ struct Workflow {
   std::string content_hash;
   std::vector<Param> params;
   EnvVars env;
+  TagList tags;
   /// In file order.
   std::vector<Step> steps;
 

@@ -55,8 +55,18 @@ struct Recorder final : core::RunObserver {
   }
 };
 
+/// Fails the first `failures` collections of each step it is asked about.
+struct Collector final : core::OutputCollector {
+  int failures = 0;
+  std::map<int, int> calls;
+  std::string collect(int step, int /*attempt*/) override {
+    return ++calls[step] <= failures ? "declared output: 'model.pkl' does not exist" : "";
+  }
+};
+
 struct Harness {
   core::Plan plan;
+  core::OutputCollector* collector = nullptr;
   testing::FakeClock clock;
   testing::FakeExecutor executor{clock};
   Recorder recorder;
@@ -71,6 +81,7 @@ struct Harness {
           return std::pair{"out" + std::to_string(step) + "." + std::to_string(attempt), std::string("err")};
         },
         options);
+    scheduler.set_collector(collector);
     return scheduler.run();
   }
 
@@ -139,6 +150,31 @@ TEST_SUITE("core::Scheduler") {
     // Every attempt sees its number.
     auto& env = h.executor.starts[2].env;
     CHECK(std::find(env.begin(), env.end(), "KILN_ATTEMPT=3") != env.end());
+  }
+
+  TEST_CASE("the collector is asked only about attempts that exited 0, and can fail them") {
+    auto plan = make_plan({{"train", {}}, {"predict", {0}}, {"broken", {}}});
+    plan.steps[0].retries = {.limit = 1, .delay = 10ms};
+    Harness h(plan);
+    h.executor.scripts["broken"] = {{5ms, 2}};
+    Collector collector;
+    collector.failures = 1;
+    h.collector = &collector;
+    h.options.keep_going = core::KeepGoing::yes;
+    auto result = h.run();
+    // train's first attempt is failed by the collector, then retried.
+    CHECK(collector.calls[0] == 2);
+    CHECK(collector.calls.count(2) == 0);
+    const auto& events = h.recorder.events;
+    CHECK(std::find(events.begin(), events.end(), "train#1 fail") != events.end());
+    CHECK(std::find(events.begin(), events.end(), "train#2 ok") != events.end());
+    CHECK(std::any_of(h.recorder.outcomes.begin(), h.recorder.outcomes.end(), [](const core::AttemptOutcome& o) {
+      return o.exit_code == 0 && o.error == "declared output: 'model.pkl' does not exist";
+    }));
+    // predict's first (and only) collection fails it too: no retries there.
+    CHECK(h.recorder.reasons["predict"] == "declared output: 'model.pkl' does not exist");
+    CHECK(h.recorder.reasons["train"].empty());
+    CHECK(result.exit_code == 1);
   }
 
   TEST_CASE("retries stop at the limit and the step fails") {
