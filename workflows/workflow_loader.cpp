@@ -13,6 +13,7 @@
 #include "core/graph.hpp"
 #include "core/hash.hpp"
 #include "core/template.hpp"
+#include "core/tracking.hpp"
 #include "workflows/suggest.hpp"
 #include "workflows/yaml_tree.hpp"
 
@@ -42,9 +43,9 @@ namespace {
 
 using Names = std::vector<std::string_view>;
 
-const Names k_top_keys{"name", "description", "params", "env", "defaults", "steps"};
+const Names k_top_keys{"name", "description", "params", "env", "tags", "defaults", "steps"};
 const Names k_step_keys{"kind",    "description", "needs",   "run",        "workdir", "env",      "outputs",
-                        "metrics", "model",       "timeout", "kill_after", "retries", "resources"};
+                        "metrics", "model",       "timeout", "kill_after", "retries", "resources", "tags"};
 const Names k_default_keys{"timeout", "kill_after", "retries", "resources", "workdir", "env"};
 const Names k_param_keys{"type", "default", "description"};
 const Names k_retry_keys{"limit", "backoff", "delay", "max_delay", "jitter", "on"};
@@ -87,6 +88,33 @@ bool is_param_name(std::string_view s) {
 }
 
 // [A-Za-z_][A-Za-z0-9_]*
+/// True when `path` is absolute or climbs above where it starts with "..":
+/// declared outputs must stay inside the step's workdir. (Symlinks pointing
+/// out are caught when the output is recorded.)
+bool escapes_workdir(std::string_view path) {
+  if (path.starts_with('/')) {
+    return true;
+  }
+  int depth = 0;
+  std::size_t start = 0;
+  while (start <= path.size()) {
+    std::size_t end = path.find('/', start);
+    if (end == std::string_view::npos) {
+      end = path.size();
+    }
+    const std::string_view part = path.substr(start, end - start);
+    if (part == "..") {
+      if (--depth < 0) {
+        return true;
+      }
+    } else if (!part.empty() && part != ".") {
+      ++depth;
+    }
+    start = end + 1;
+  }
+  return false;
+}
+
 bool is_env_name(std::string_view s) {
   return !s.empty() && (is_alpha(s[0]) || s[0] == '_') &&
          std::all_of(s.begin(), s.end(), [](char c) { return is_alpha(c) || is_digit(c) || c == '_'; });
@@ -395,6 +423,7 @@ private:
   void load_needs(const Node& key, const Node& value, Step& step, StepInfo& info);
   void load_run(const Node& key, const Node& value, Step& step);
   void load_outputs(const Node& key, const Node& value, Step& step);
+  void load_tags(const Node& key, const Node& value, core::TagList& tags);
   void check_graph(Workflow& workflow);
   std::vector<int> trains_upstream(int step, const Workflow& workflow);
   std::vector<std::vector<int>> all_trains_upstream(const core::Dependencies& deps, const Workflow& workflow);
@@ -695,6 +724,8 @@ void Loader::load(const Node& root, Workflow& workflow) {
       }
     } else if (key.value == "env") {
       load_env(key, value, workflow.env);
+    } else if (key.value == "tags") {
+      load_tags(key, value, workflow.tags);
     }
   }
   if (root.find("name") == nullptr) {
@@ -816,6 +847,28 @@ void Loader::load_env(const Node& key, const Node& value, EnvVars& env) {
     }
     check_templates(text);
     env.emplace_back(name.value, text.value);
+  }
+}
+
+void Loader::load_tags(const Node& key, const Node& value, core::TagList& tags) {
+  if (value.is_null() || !expect(value, key, NodeKind::map, "a map of tag: value")) {
+    return;
+  }
+  for (std::size_t i = 0; i < value.map_size(); ++i) {
+    const Node& name = value.map_key(i);
+    const Node& text = value.map_value(i);
+    if (std::string problem = core::check_key(name.value); !problem.empty()) {
+      error_at(name, "invalid tag: " + problem);
+    } else if (name.value.starts_with("kiln.")) {
+      error_at(name, "tag " + quote(name.value) + " uses the prefix 'kiln.', which is kiln's own; choose another name");
+    }
+    if (text.is_null() || !text.is_scalar()) {
+      if (text.kind != NodeKind::invalid) {
+        error_value(text, name, "tag '" + name.value + "' needs a single value, got " + describe(text));
+      }
+      continue;
+    }
+    tags.emplace_back(name.value, text.value);
   }
 }
 
@@ -1040,6 +1093,8 @@ void Loader::load_step(const Node& key, const Node& value, Step& step, StepInfo&
       }
     } else if (name == "outputs") {
       load_outputs(k, v, step);
+    } else if (name == "tags") {
+      load_tags(k, v, step.tags);
     } else if (name == "metrics") {
       if (auto path = read_string(v, k)) {
         if (path->empty()) {
@@ -1155,6 +1210,11 @@ void Loader::load_outputs(const Node& key, const Node& value, Step& step) {
       return;
     }
     forbid_templates(path, "outputs");
+    if (escapes_workdir(path.value)) {
+      error_at(path, "output " + quote(path.value) +
+                         " is outside the step's workdir; artifacts are recorded from inside it (set 'workdir' to a "
+                         "directory that holds it)");
+    }
     step.outputs.push_back({std::move(name), path.value});
   };
   if (value.is_sequence()) {
