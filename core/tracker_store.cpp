@@ -5,9 +5,15 @@
 #include <algorithm>
 #include <cctype>
 #include <chrono>
+#include <cmath>
 #include <exception>
+#include <limits>
+#include <map>
+#include <set>
 #include <system_error>
+#include <unordered_map>
 #include <utility>
+#include <variant>
 
 namespace kiln::core {
 
@@ -111,6 +117,78 @@ CREATE TABLE attempts (
   FOREIGN KEY (run, step) REFERENCES steps (run, id) ON DELETE CASCADE
 ) WITHOUT ROWID;
 )sql"},
+    {2, R"sql(
+ALTER TABLE steps ADD COLUMN workdir TEXT NOT NULL DEFAULT '';
+
+-- Params and tags; step '' = the run's own.
+CREATE TABLE params (
+  run INTEGER NOT NULL REFERENCES runs (number) ON DELETE CASCADE,
+  step TEXT NOT NULL,
+  key TEXT NOT NULL,
+  value TEXT NOT NULL,
+  PRIMARY KEY (run, step, key)
+) WITHOUT ROWID;
+CREATE INDEX params_by_key ON params (key, value, run);
+
+CREATE TABLE tags (
+  run INTEGER NOT NULL REFERENCES runs (number) ON DELETE CASCADE,
+  step TEXT NOT NULL,
+  key TEXT NOT NULL,
+  value TEXT NOT NULL,
+  PRIMARY KEY (run, step, key)
+) WITHOUT ROWID;
+CREATE INDEX tags_by_key ON tags (key, value, run);
+
+-- One row per (run, step, key) history, with its running summary.
+-- Values: REAL; NaN is stored as NULL (SQLite turns NaN into NULL anyway),
+-- the infinities as themselves.
+CREATE TABLE metric_series (
+  id INTEGER PRIMARY KEY,
+  run INTEGER NOT NULL REFERENCES runs (number) ON DELETE CASCADE,
+  step TEXT NOT NULL,
+  key TEXT NOT NULL,
+  count INTEGER NOT NULL DEFAULT 0,
+  last_value REAL,
+  last_step INTEGER NOT NULL DEFAULT 0,
+  last_ms INTEGER NOT NULL DEFAULT 0,
+  -- Over non-NaN values; NULL while there is none.
+  min_value REAL,
+  max_value REAL,
+  UNIQUE (run, step, key)
+);
+CREATE INDEX metric_series_by_key ON metric_series (key, last_value, run);
+
+-- The points, clustered by series in logging order (seq = 0, 1, ... per
+-- series), so a history is one range scan. Deleted with their series
+-- explicitly (no foreign key, to keep bulk inserts lean).
+CREATE TABLE metric_points (
+  series INTEGER NOT NULL,
+  seq INTEGER NOT NULL,
+  step INTEGER NOT NULL,
+  value REAL,
+  timestamp_ms INTEGER NOT NULL,
+  PRIMARY KEY (series, seq)
+) WITHOUT ROWID;
+
+CREATE TABLE blobs (
+  sha256 TEXT PRIMARY KEY,
+  size INTEGER NOT NULL,
+  created_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE artifacts (
+  run INTEGER NOT NULL REFERENCES runs (number) ON DELETE CASCADE,
+  step TEXT NOT NULL,
+  path TEXT NOT NULL,
+  sha256 TEXT NOT NULL REFERENCES blobs (sha256),
+  size INTEGER NOT NULL,
+  kind TEXT NOT NULL,
+  name TEXT NOT NULL DEFAULT '',
+  created_ms INTEGER NOT NULL,
+  PRIMARY KEY (run, step, path)
+) WITHOUT ROWID;
+CREATE INDEX artifacts_by_blob ON artifacts (sha256);
+)sql"},
 };
 
 constexpr int k_schema_version = k_migrations[std::size(k_migrations) - 1].version;
@@ -205,6 +283,37 @@ std::string lower(std::string_view text) {
   return out;
 }
 
+/// A param's value as text: a JSON string as itself, anything else as JSON.
+std::string param_text(const nlohmann::json& value) {
+  return value.is_string() ? value.get<std::string>() : dump(value);
+}
+
+Expected<void> upsert_tags(sqlite::Database& database, std::int64_t run, std::string_view step, const KeyValues& tags) {
+  Expected<CachedStatement> upsert =
+      database.cached("INSERT INTO tags (run, step, key, value) VALUES (?1, ?2, ?3, ?4) "
+                      "ON CONFLICT (run, step, key) DO UPDATE SET value = excluded.value");
+  if (!upsert) {
+    return Error{upsert.error()};
+  }
+  for (const auto& [key, value] : tags) {
+    upsert->bind_all(run, step, key, value);
+    if (Expected<void> done = upsert->run(); !done) {
+      return Error{"tag '" + key + "': " + done.error()};
+    }
+  }
+  return {};
+}
+
+/// "the run" or "step 'train'", for messages about a run's or a step's values.
+std::string owner_text(std::string_view step) {
+  return step.empty() ? std::string("the run") : "step '" + std::string(step) + "'";
+}
+
+/// A REAL column that may hold NULL for NaN.
+double column_metric(const StatementRef& row, int column) {
+  return row.is_null(column) ? std::numeric_limits<double>::quiet_NaN() : row.column_double(column);
+}
+
 /// "3", "3 and 7", "3, 7 and 9".
 std::string join_numbers(const std::vector<std::int64_t>& numbers) {
   std::string out;
@@ -262,6 +371,7 @@ void to_json(nlohmann::json& json, const RunRecord& run) {
 void to_json(nlohmann::json& json, const StepRecord& step) {
   json = nlohmann::json::object();
   json["id"] = step.id;
+  json["workdir"] = step.workdir;
   json["kind"] = step.kind;
   json["command"] = step.command;
   json["needs"] = step.needs;
@@ -296,6 +406,46 @@ void to_json(nlohmann::json& json, const AttemptRecord& attempt) {
       json[key] = nullptr;
     }
   }
+}
+
+nlohmann::json metric_value_json(double value) {
+  if (std::isnan(value)) {
+    return "NaN";
+  }
+  if (std::isinf(value)) {
+    return value > 0 ? "Infinity" : "-Infinity";
+  }
+  return value;
+}
+
+void to_json(nlohmann::json& json, const MetricSummary& summary) {
+  json = nlohmann::json::object();
+  json["step"] = summary.step_id;
+  json["key"] = summary.key;
+  json["last"] = metric_value_json(summary.last);
+  json["last_step"] = summary.last_step;
+  json["last_timestamp_ms"] = summary.last_timestamp_ms;
+  json["min"] = metric_value_json(summary.min);
+  json["max"] = metric_value_json(summary.max);
+  json["count"] = summary.count;
+}
+
+void to_json(nlohmann::json& json, const ArtifactRecord& artifact) {
+  json = nlohmann::json::object();
+  json["step"] = artifact.step_id;
+  json["path"] = artifact.path;
+  json["sha256"] = artifact.sha256;
+  json["size"] = artifact.size;
+  json["kind"] = to_string(artifact.kind);
+  json["name"] = text_or_null(artifact.name);
+  json["created_ms"] = artifact.created_ms;
+}
+
+void to_json(nlohmann::json& json, const KeyValue& entry) {
+  json = nlohmann::json::object();
+  json["step"] = text_or_null(entry.step_id);
+  json["key"] = entry.key;
+  json["value"] = entry.value;
 }
 
 // ---- TrackerStore ----
@@ -347,8 +497,11 @@ Expected<std::unique_ptr<TrackerStore>> TrackerStore::open(const std::filesystem
     return Error{version.error()};
   }
   bool fresh = *version == 0;
-  Expected<void> pragmas = database->exec(fresh ? "PRAGMA synchronous = OFF; PRAGMA foreign_keys = ON"
-                                                : "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON");
+  // case_sensitive_like: LIKE in search filters is case-sensitive, as in
+  // MLflow (ILIKE is compiled to lower() LIKE lower()).
+  Expected<void> pragmas =
+      database->exec(fresh ? "PRAGMA synchronous = OFF; PRAGMA foreign_keys = ON; PRAGMA case_sensitive_like = ON"
+                           : "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA case_sensitive_like = ON");
   if (!pragmas) {
     return Error{pragmas.error()};
   }
@@ -471,18 +624,49 @@ Expected<RunRecord> TrackerStore::create_run(const NewRun& new_run) {
   std::int64_t number = m_database.last_insert_rowid();
   {
     Expected<CachedStatement> insert =
-        m_database.cached("INSERT INTO steps (run, id, position, kind, command, needs_json, status) "
-                          "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
+        m_database.cached("INSERT INTO steps (run, id, position, kind, command, needs_json, status, workdir) "
+                          "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)");
     if (!insert) {
       return Error{insert.error()};
     }
     std::int64_t position = 0;
     for (const NewStep& step : new_run.steps) {
       insert->bind_all(number, step.id, position++, step.kind, step.command, dump(nlohmann::json(step.needs)),
-                       to_string(StepStatus::pending));
+                       to_string(StepStatus::pending), step.workdir);
       if (Expected<void> done = insert->run(); !done) {
         return Error{"step '" + step.id + "': " + done.error()};
       }
+    }
+  }
+  {
+    Expected<CachedStatement> insert =
+        m_database.cached("INSERT INTO params (run, step, key, value) VALUES (?1, '', ?2, ?3)");
+    if (!insert) {
+      return Error{insert.error()};
+    }
+    if (new_run.params.is_object()) {
+      for (const auto& [key, value] : new_run.params.items()) {
+        insert->bind_all(number, key, param_text(value));
+        if (Expected<void> done = insert->run(); !done) {
+          return Error{"param '" + key + "': " + done.error()};
+        }
+      }
+    }
+  }
+  {
+    KeyValues tags = {{"kiln.user", new_run.user}, {"kiln.host", new_run.host}};
+    if (!new_run.git_commit.empty()) {
+      tags.emplace_back("kiln.git.commit", new_run.git_commit);
+      tags.emplace_back("kiln.git.branch", new_run.git_branch);
+      tags.emplace_back("kiln.git.dirty", new_run.git_dirty ? "true" : "false");
+    }
+    tags.emplace_back("kiln.workflow.file", new_run.workflow_file);
+    tags.emplace_back("kiln.workflow.hash", new_run.workflow_hash);
+    tags.emplace_back("kiln.version", new_run.kiln_version);
+    tags.emplace_back("kiln.command", new_run.command_line);
+    tags.insert(tags.end(), new_run.tags.begin(), new_run.tags.end());
+    if (Expected<void> done = upsert_tags(m_database, number, "", tags); !done) {
+      return Error{done.error()};
     }
   }
   if (Expected<void> committed = transaction->commit(); !committed) {
@@ -672,6 +856,22 @@ Expected<bool> TrackerStore::load_step_counts(RunRecord& run) {
   }
 }
 
+Expected<std::vector<RunRecord>> TrackerStore::read_runs(sqlite::StatementRef& query) {
+  std::vector<RunRecord> runs;
+  if (Expected<void> done = query.for_each_row([&](sqlite::StatementRef& row) { runs.push_back(read_run(row)); });
+      !done) {
+    return Error{done.error()};
+  }
+  // Each by the steps' primary key (run, id): a range per run, however many
+  // runs the store holds.
+  for (RunRecord& run : runs) {
+    if (Expected<bool> loaded = load_step_counts(run); !loaded) {
+      return Error{loaded.error()};
+    }
+  }
+  return runs;
+}
+
 Expected<std::vector<RunRecord>> TrackerStore::list_runs(const RunFilter& filter) {
   std::string sql = "SELECT " + std::string(k_run_columns) + " FROM runs WHERE 1";
   int index = 0;
@@ -713,15 +913,11 @@ Expected<std::vector<RunRecord>> TrackerStore::list_runs(const RunFilter& filter
     if (filter.limit > 0) {
       query->bind(++index, filter.limit);
     }
-    if (Expected<void> done = query->for_each_row([&](sqlite::StatementRef& row) { runs.push_back(read_run(row)); });
-        !done) {
-      return Error{done.error()};
+    Expected<std::vector<RunRecord>> read = read_runs(*query);
+    if (!read) {
+      return Error{read.error()};
     }
-  }
-  for (RunRecord& run : runs) {
-    if (Expected<bool> loaded = load_step_counts(run); !loaded) {
-      return Error{loaded.error()};
-    }
+    runs = std::move(read).value();
   }
   if (Expected<void> committed = transaction->commit(); !committed) {
     return Error{committed.error()};
@@ -812,7 +1008,7 @@ Expected<std::vector<StepRecord>> TrackerStore::steps(std::int64_t run) {
   std::vector<StepRecord> steps;
   {
     if (Expected<void> done = m_database.each_row(
-            "SELECT id, kind, command, needs_json, status, started_ms, ended_ms, attempts, reason "
+            "SELECT id, kind, command, needs_json, status, started_ms, ended_ms, attempts, reason, workdir "
             "FROM steps WHERE run = ?1 ORDER BY position",
             [&](sqlite::StatementRef& row) {
               StepRecord step;
@@ -825,6 +1021,7 @@ Expected<std::vector<StepRecord>> TrackerStore::steps(std::int64_t run) {
               step.ended_ms = row.column_optional_int64(6);
               step.attempts = row.column_int(7);
               step.reason = row.column_text(8);
+              step.workdir = row.column_text(9);
               steps.push_back(std::move(step));
             },
             run);
@@ -900,6 +1097,892 @@ Expected<std::string> TrackerStore::workflow_content(std::int64_t run) {
     return no_run(run);
   }
   return query->column_text(0);
+}
+
+// ---- What steps record ----
+
+namespace {
+
+/// A metric series as log_metrics keeps it during one call: its row and
+/// summary, written back once at the end.
+struct SeriesState {
+  std::int64_t id = 0;
+  /// Index among the call's series (in order of first appearance).
+  std::size_t slot = 0;
+  std::int64_t count = 0;
+  /// Meaningful once count > 0.
+  double last = 0;
+  std::int64_t last_step = 0;
+  std::int64_t last_ms = 0;
+  /// NaN while no non-NaN value was seen.
+  double min = std::numeric_limits<double>::quiet_NaN();
+  double max = std::numeric_limits<double>::quiet_NaN();
+};
+
+struct StringHash {
+  using is_transparent = void;
+  std::size_t operator()(std::string_view text) const { return std::hash<std::string_view>{}(text); }
+};
+
+/// A point waiting for its INSERT.
+struct PendingPoint {
+  std::size_t slot = 0;
+  std::int64_t series = 0;
+  std::int64_t seq = 0;
+  std::int64_t step = 0;
+  double value = 0;
+  std::int64_t timestamp_ms = 0;
+};
+
+// Points per INSERT statement: one statement's fixed cost (step, reset,
+// program start) is shared by this many rows, which roughly halves the cost
+// of a point.
+constexpr int k_points_per_insert = 64;
+// Points grouped by series and inserted together (see log_metrics).
+constexpr std::size_t k_points_per_chunk = 16384;
+
+std::string points_insert_sql(int rows) {
+  std::string sql = "INSERT INTO metric_points (series, seq, step, value, timestamp_ms) VALUES ";
+  for (int i = 0; i < rows; ++i) {
+    sql += i == 0 ? "(?, ?, ?, ?, ?)" : ", (?, ?, ?, ?, ?)";
+  }
+  return sql;
+}
+
+std::optional<double> real_or_null(double value) {
+  return std::isnan(value) ? std::nullopt : std::optional<double>(value);
+}
+
+constexpr std::string_view k_summary_columns =
+    "ms.step, ms.key, ms.last_value, ms.last_step, ms.last_ms, ms.min_value, ms.max_value, ms.count";
+
+MetricSummary read_summary(const StatementRef& row) {
+  MetricSummary summary;
+  summary.step_id = row.column_text(0);
+  summary.key = row.column_text(1);
+  summary.last = column_metric(row, 2);
+  summary.last_step = row.column_int64(3);
+  summary.last_timestamp_ms = row.column_int64(4);
+  summary.min = column_metric(row, 5);
+  summary.max = column_metric(row, 6);
+  summary.count = row.column_int64(7);
+  return summary;
+}
+
+constexpr std::string_view k_artifact_columns = "a.step, a.path, a.sha256, a.size, a.kind, a.name, a.created_ms";
+
+ArtifactRecord read_artifact(const StatementRef& row, int first) {
+  ArtifactRecord artifact;
+  artifact.step_id = row.column_text(first);
+  artifact.path = row.column_text(first + 1);
+  artifact.sha256 = row.column_text(first + 2);
+  artifact.size = row.column_int64(first + 3);
+  artifact.kind = parse_artifact_kind(row.column_text(first + 4)).value_or(ArtifactKind::output);
+  artifact.name = row.column_text(first + 5);
+  artifact.created_ms = row.column_int64(first + 6);
+  return artifact;
+}
+
+} // namespace
+
+Expected<void> TrackerStore::check_step(std::int64_t run, std::string_view step) {
+  bool found = false;
+  Expected<void> done =
+      step.empty()
+          ? m_database.each_row(
+                "SELECT 1 FROM runs WHERE number = ?1", [&](StatementRef&) { found = true; }, run)
+          : m_database.each_row(
+                "SELECT 1 FROM steps WHERE run = ?1 AND id = ?2", [&](StatementRef&) { found = true; }, run, step);
+  if (!done) {
+    return done;
+  }
+  if (found) {
+    return {};
+  }
+  if (!step.empty()) {
+    if (Expected<void> run_exists = check_step(run, {}); !run_exists) {
+      return run_exists;
+    }
+    return Error{"run " + std::to_string(run) + " has no step '" + std::string(step) + "'"};
+  }
+  return no_run(run);
+}
+
+Expected<void> TrackerStore::log_metrics(std::int64_t run, std::string_view step,
+                                         const std::vector<MetricPoint>& points) {
+  Expected<Transaction> transaction = m_database.begin(TransactionKind::immediate);
+  if (!transaction) {
+    return Error{transaction.error()};
+  }
+  if (Expected<void> exists = check_step(run, step); !exists) {
+    return exists;
+  }
+  static const std::string k_batch_sql = points_insert_sql(k_points_per_insert);
+  static const std::string k_single_sql = points_insert_sql(1);
+  Expected<CachedStatement> batch = m_database.cached(k_batch_sql);
+  if (!batch) {
+    return Error{batch.error()};
+  }
+  Expected<CachedStatement> single = m_database.cached(k_single_sql);
+  if (!single) {
+    return Error{single.error()};
+  }
+  // Points are inserted a chunk at a time, grouped by series (in id order,
+  // each in logging order): rows of one series land side by side in the
+  // primary key, so consecutive inserts find their page without a search
+  // from the root, where interleaved keys (loss, acc, loss, acc...) would
+  // alternate between two places.
+  std::vector<PendingPoint> pending;
+  std::vector<PendingPoint> grouped;
+  pending.reserve(std::min(points.size(), k_points_per_chunk));
+  std::vector<std::int64_t> slot_ids;
+  auto bind_point = [](StatementRef& insert, int row, const PendingPoint& point) {
+    int base = row * 5;
+    insert.bind(base + 1, point.series);
+    insert.bind(base + 2, point.seq);
+    insert.bind(base + 3, point.step);
+    insert.bind(base + 4, real_or_null(point.value));
+    insert.bind(base + 5, point.timestamp_ms);
+  };
+  auto flush = [&]() -> Expected<void> {
+    // A counting sort by series: linear, and stable, so logging order holds.
+    std::vector<std::size_t> order(slot_ids.size());
+    for (std::size_t slot = 0; slot < order.size(); ++slot) {
+      order[slot] = slot;
+    }
+    std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return slot_ids[a] < slot_ids[b]; });
+    std::vector<std::size_t> start(slot_ids.size(), 0);
+    for (const PendingPoint& point : pending) {
+      ++start[point.slot];
+    }
+    std::size_t offset = 0;
+    for (std::size_t slot : order) {
+      std::size_t count = start[slot];
+      start[slot] = offset;
+      offset += count;
+    }
+    grouped.resize(pending.size());
+    for (const PendingPoint& point : pending) {
+      grouped[start[point.slot]++] = point;
+    }
+    std::size_t next = 0;
+    for (; next + k_points_per_insert <= grouped.size(); next += k_points_per_insert) {
+      for (int row = 0; row < k_points_per_insert; ++row) {
+        bind_point(*batch, row, grouped[next + static_cast<std::size_t>(row)]);
+      }
+      if (Expected<void> done = batch->run(); !done) {
+        return done;
+      }
+    }
+    for (; next < grouped.size(); ++next) {
+      bind_point(*single, 0, grouped[next]);
+      if (Expected<void> done = single->run(); !done) {
+        return done;
+      }
+    }
+    pending.clear();
+    return {};
+  };
+
+  std::unordered_map<std::string, SeriesState, StringHash, std::equal_to<>> series;
+  for (const MetricPoint& point : points) {
+    auto found = series.find(std::string_view(point.key));
+    if (found == series.end()) {
+      SeriesState state;
+      bool exists = false;
+      Expected<void> done = m_database.each_row(
+          "SELECT id, count, last_value, last_step, last_ms, min_value, max_value FROM metric_series "
+          "WHERE run = ?1 AND step = ?2 AND key = ?3",
+          [&](StatementRef& row) {
+            exists = true;
+            state.id = row.column_int64(0);
+            state.count = row.column_int64(1);
+            state.last = column_metric(row, 2);
+            state.last_step = row.column_int64(3);
+            state.last_ms = row.column_int64(4);
+            state.min = column_metric(row, 5);
+            state.max = column_metric(row, 6);
+          },
+          run, step, point.key);
+      if (!done) {
+        return done;
+      }
+      if (!exists) {
+        Expected<CachedStatement> insert =
+            m_database.cached("INSERT INTO metric_series (run, step, key) VALUES (?1, ?2, ?3)");
+        if (!insert) {
+          return Error{insert.error()};
+        }
+        insert->bind_all(run, step, point.key);
+        if (Expected<void> inserted = insert->run(); !inserted) {
+          return inserted;
+        }
+        state.id = m_database.last_insert_rowid();
+      }
+      state.slot = slot_ids.size();
+      slot_ids.push_back(state.id);
+      found = series.emplace(point.key, state).first;
+    }
+    SeriesState& state = found->second;
+    pending.push_back(PendingPoint{state.slot, state.id, state.count, point.step, point.value, point.timestamp_ms});
+    if (pending.size() == k_points_per_chunk) {
+      if (Expected<void> done = flush(); !done) {
+        return done;
+      }
+    }
+    // The last point is the one with the greatest (step, timestamp); a
+    // later one wins a tie.
+    if (state.count == 0 || point.step > state.last_step ||
+        (point.step == state.last_step && point.timestamp_ms >= state.last_ms)) {
+      state.last = point.value;
+      state.last_step = point.step;
+      state.last_ms = point.timestamp_ms;
+    }
+    if (!std::isnan(point.value)) {
+      state.min = std::isnan(state.min) ? point.value : std::min(state.min, point.value);
+      state.max = std::isnan(state.max) ? point.value : std::max(state.max, point.value);
+    }
+    ++state.count;
+  }
+  if (Expected<void> done = flush(); !done) {
+    return done;
+  }
+  {
+    Expected<CachedStatement> update =
+        m_database.cached("UPDATE metric_series SET count = ?2, last_value = ?3, last_step = ?4, last_ms = ?5, "
+                          "min_value = ?6, max_value = ?7 WHERE id = ?1");
+    if (!update) {
+      return Error{update.error()};
+    }
+    for (const auto& [key, state] : series) {
+      update->bind_all(state.id, state.count, real_or_null(state.last), state.last_step, state.last_ms,
+                       real_or_null(state.min), real_or_null(state.max));
+      if (Expected<void> done = update->run(); !done) {
+        return done;
+      }
+    }
+  }
+  return transaction->commit();
+}
+
+Expected<void> TrackerStore::log_params(std::int64_t run, std::string_view step, const KeyValues& params) {
+  Expected<Transaction> transaction = m_database.begin(TransactionKind::immediate);
+  if (!transaction) {
+    return Error{transaction.error()};
+  }
+  if (Expected<void> exists = check_step(run, step); !exists) {
+    return exists;
+  }
+  for (const auto& [key, value] : params) {
+    std::optional<std::string> logged;
+    if (Expected<void> done = m_database.each_row(
+            "SELECT value FROM params WHERE run = ?1 AND step = ?2 AND key = ?3",
+            [&](StatementRef& row) { logged = row.column_text(0); }, run, step, key);
+        !done) {
+      return done;
+    }
+    if (logged) {
+      if (*logged == value) {
+        continue;
+      }
+      // Nothing of this call is written: the transaction rolls back.
+      return Error{"param '" + key + "' of " + owner_text(step) + " was logged as '" + *logged +
+                   "'; it cannot be changed to '" + value + "'"};
+    }
+    Expected<CachedStatement> insert =
+        m_database.cached("INSERT INTO params (run, step, key, value) VALUES (?1, ?2, ?3, ?4)");
+    if (!insert) {
+      return Error{insert.error()};
+    }
+    insert->bind_all(run, step, key, value);
+    if (Expected<void> done = insert->run(); !done) {
+      return done;
+    }
+  }
+  return transaction->commit();
+}
+
+Expected<void> TrackerStore::set_tags(std::int64_t run, std::string_view step, const KeyValues& tags) {
+  Expected<Transaction> transaction = m_database.begin(TransactionKind::immediate);
+  if (!transaction) {
+    return Error{transaction.error()};
+  }
+  if (Expected<void> exists = check_step(run, step); !exists) {
+    return exists;
+  }
+  if (Expected<void> done = upsert_tags(m_database, run, step, tags); !done) {
+    return done;
+  }
+  return transaction->commit();
+}
+
+Expected<void> TrackerStore::add_artifacts(std::int64_t run, std::string_view step,
+                                           const std::vector<NewArtifact>& artifacts, std::int64_t at_ms) {
+  // Staged temps from `first` on are still ours to discard.
+  auto fail = [&](std::size_t first, std::string message) -> Expected<void> {
+    for (std::size_t i = first; i < artifacts.size(); ++i) {
+      m_blobs.discard(artifacts[i].blob);
+    }
+    return Error{std::move(message)};
+  };
+  // The write lock is held from here to the commit, blob renames included:
+  // gc removes blob files only under it, so it never sees a blob renamed
+  // into place whose row is not yet written.
+  Expected<Transaction> transaction = m_database.begin(TransactionKind::immediate);
+  if (!transaction) {
+    return fail(0, transaction.error());
+  }
+  if (Expected<void> exists = check_step(run, step); !exists) {
+    return fail(0, exists.error());
+  }
+  for (std::size_t i = 0; i < artifacts.size(); ++i) {
+    const NewArtifact& artifact = artifacts[i];
+    const StagedBlob& blob = artifact.blob;
+    bool known = false;
+    if (Expected<void> done = m_database.each_row(
+            "SELECT 1 FROM blobs WHERE sha256 = ?1", [&](StatementRef&) { known = true; }, blob.sha256);
+        !done) {
+      return fail(i, done.error());
+    }
+    if (known && m_blobs.contains(blob.sha256)) {
+      m_blobs.discard(blob);
+    } else {
+      // A row without its file (a damaged store) is repaired by this copy.
+      if (Expected<void> committed = m_blobs.commit(blob); !committed) {
+        return fail(i + 1, committed.error());
+      }
+      if (!known) {
+        Expected<CachedStatement> insert =
+            m_database.cached("INSERT INTO blobs (sha256, size, created_ms) VALUES (?1, ?2, ?3)");
+        if (!insert) {
+          return fail(i + 1, insert.error());
+        }
+        insert->bind_all(blob.sha256, blob.size, at_ms);
+        if (Expected<void> done = insert->run(); !done) {
+          return fail(i + 1, done.error());
+        }
+      }
+    }
+    Expected<CachedStatement> insert =
+        m_database.cached("INSERT OR REPLACE INTO artifacts (run, step, path, sha256, size, kind, name, created_ms) "
+                          "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)");
+    if (!insert) {
+      return fail(i + 1, insert.error());
+    }
+    insert->bind_all(run, step, artifact.logical_path, blob.sha256, blob.size, to_string(artifact.kind), artifact.name,
+                     at_ms);
+    if (Expected<void> done = insert->run(); !done) {
+      return fail(i + 1, "artifact '" + artifact.logical_path + "': " + done.error());
+    }
+  }
+  // A failed commit leaves blob files without rows: gc removes them.
+  return transaction->commit();
+}
+
+Expected<std::vector<KeyValue>> TrackerStore::params(std::int64_t run) {
+  std::vector<KeyValue> params;
+  if (Expected<void> done = m_database.each_row(
+          "SELECT p.step, p.key, p.value FROM params p LEFT JOIN steps s ON s.run = p.run AND s.id = p.step "
+          "WHERE p.run = ?1 ORDER BY coalesce(s.position, -1), p.step, p.key",
+          [&](StatementRef& row) {
+            params.push_back({row.column_text(0), row.column_text(1), row.column_text(2)});
+          },
+          run);
+      !done) {
+    return Error{done.error()};
+  }
+  if (params.empty()) {
+    if (Expected<void> exists = check_step(run, {}); !exists) {
+      return Error{exists.error()};
+    }
+  }
+  return params;
+}
+
+Expected<std::vector<KeyValue>> TrackerStore::tags(std::int64_t run) {
+  std::vector<KeyValue> tags;
+  if (Expected<void> done = m_database.each_row(
+          "SELECT t.step, t.key, t.value FROM tags t LEFT JOIN steps s ON s.run = t.run AND s.id = t.step "
+          "WHERE t.run = ?1 ORDER BY coalesce(s.position, -1), t.step, t.key",
+          [&](StatementRef& row) {
+            tags.push_back({row.column_text(0), row.column_text(1), row.column_text(2)});
+          },
+          run);
+      !done) {
+    return Error{done.error()};
+  }
+  if (tags.empty()) {
+    if (Expected<void> exists = check_step(run, {}); !exists) {
+      return Error{exists.error()};
+    }
+  }
+  return tags;
+}
+
+Expected<std::vector<MetricSummary>> TrackerStore::metric_summaries(std::int64_t run) {
+  std::vector<MetricSummary> summaries;
+  if (Expected<void> done = m_database.each_row(
+          "SELECT " + std::string(k_summary_columns) +
+              " FROM metric_series ms LEFT JOIN steps s ON s.run = ms.run AND s.id = ms.step "
+              "WHERE ms.run = ?1 AND ms.count > 0 ORDER BY coalesce(s.position, -1), ms.step, ms.key",
+          [&](StatementRef& row) { summaries.push_back(read_summary(row)); }, run);
+      !done) {
+    return Error{done.error()};
+  }
+  if (summaries.empty()) {
+    if (Expected<void> exists = check_step(run, {}); !exists) {
+      return Error{exists.error()};
+    }
+  }
+  return summaries;
+}
+
+Expected<void>
+TrackerStore::metric_history(std::int64_t run, const HistoryQuery& query,
+                             const std::function<void(const std::string& step_id, const MetricPoint&)>& on_point) {
+  // One snapshot for the series and their points.
+  Expected<Transaction> transaction = m_database.begin(TransactionKind::deferred);
+  if (!transaction) {
+    return Error{transaction.error()};
+  }
+  std::vector<std::pair<std::int64_t, std::string>> series;
+  std::optional<std::string> step_filter;
+  if (!query.step.empty()) {
+    step_filter = query.step;
+  }
+  if (Expected<void> done = m_database.each_row(
+          "SELECT ms.id, ms.step FROM metric_series ms LEFT JOIN steps s ON s.run = ms.run AND s.id = ms.step "
+          "WHERE ms.run = ?1 AND ms.key = ?2 AND (?3 IS NULL OR ms.step = ?3) "
+          "ORDER BY coalesce(s.position, -1), ms.step",
+          [&](StatementRef& row) { series.emplace_back(row.column_int64(0), row.column_text(1)); }, run, query.key,
+          step_filter);
+      !done) {
+    return done;
+  }
+  if (series.empty()) {
+    if (Expected<void> exists = check_step(run, query.step); !exists) {
+      return exists;
+    }
+    return transaction->commit();
+  }
+  Expected<CachedStatement> points = m_database.cached("SELECT step, value, timestamp_ms FROM metric_points "
+                                                       "WHERE series = ?1 AND step BETWEEN ?2 AND ?3 ORDER BY seq");
+  if (!points) {
+    return Error{points.error()};
+  }
+  // One point reused for every row: the key is the query's, the rest is
+  // overwritten, so streaming allocates nothing per point.
+  MetricPoint point;
+  point.key = query.key;
+  for (const auto& [id, step_id] : series) {
+    points->bind_all(id, query.min_step.value_or(std::numeric_limits<std::int64_t>::min()),
+                     query.max_step.value_or(std::numeric_limits<std::int64_t>::max()));
+    if (Expected<void> done = points->for_each_row([&](StatementRef& row) {
+          point.step = row.column_int64(0);
+          point.value = column_metric(row, 1);
+          point.timestamp_ms = row.column_int64(2);
+          on_point(step_id, point);
+        });
+        !done) {
+      return done;
+    }
+  }
+  return transaction->commit();
+}
+
+Expected<std::vector<ArtifactRecord>> TrackerStore::artifacts(std::int64_t run, std::string_view step) {
+  std::vector<ArtifactRecord> artifacts;
+  std::optional<std::string_view> step_filter;
+  if (!step.empty()) {
+    step_filter = step;
+  }
+  if (Expected<void> done = m_database.each_row(
+          "SELECT " + std::string(k_artifact_columns) +
+              " FROM artifacts a LEFT JOIN steps s ON s.run = a.run AND s.id = a.step "
+              "WHERE a.run = ?1 AND (?2 IS NULL OR a.step = ?2) ORDER BY coalesce(s.position, -1), a.step, a.path",
+          [&](StatementRef& row) { artifacts.push_back(read_artifact(row, 0)); }, run, step_filter);
+      !done) {
+    return Error{done.error()};
+  }
+  if (artifacts.empty()) {
+    if (Expected<void> exists = check_step(run, step); !exists) {
+      return Error{exists.error()};
+    }
+  }
+  return artifacts;
+}
+
+Expected<std::vector<TrackerStore::ModelRecord>> TrackerStore::models(std::string_view workflow, int limit) {
+  Expected<Transaction> transaction = m_database.begin(TransactionKind::deferred);
+  if (!transaction) {
+    return Error{transaction.error()};
+  }
+  std::vector<ModelRecord> models;
+  if (Expected<void> done = m_database.each_row(
+          "SELECT r.number, r.id, r.workflow_name, r.status, " + std::string(k_artifact_columns) +
+              " FROM artifacts a JOIN runs r ON r.number = a.run "
+              "LEFT JOIN steps s ON s.run = a.run AND s.id = a.step "
+              "WHERE a.kind = 'model' AND (?1 = '' OR r.workflow_name = ?1) "
+              "ORDER BY a.run DESC, coalesce(s.position, -1), a.step, a.path LIMIT ?2",
+          [&](StatementRef& row) {
+            ModelRecord model;
+            model.run_number = row.column_int64(0);
+            model.run_id = row.column_text(1);
+            model.workflow_name = row.column_text(2);
+            model.run_status = parse_run_status(row.column_text(3)).value_or(RunStatus::crashed);
+            model.artifact = read_artifact(row, 4);
+            models.push_back(std::move(model));
+          },
+          workflow, limit > 0 ? std::int64_t{limit} : std::int64_t{-1});
+      !done) {
+    return Error{done.error()};
+  }
+
+  // Per run: which steps are downstream of which (from needs), and what
+  // every step measured.
+  struct RunInfo {
+    std::map<std::string, std::vector<std::string>, std::less<>> dependents;
+    std::set<std::string, std::less<>> evaluates;
+    std::vector<MetricSummary> summaries;
+  };
+  std::map<std::int64_t, RunInfo> runs;
+  for (ModelRecord& model : models) {
+    auto [it, inserted] = runs.try_emplace(model.run_number);
+    RunInfo& info = it->second;
+    if (inserted) {
+      if (Expected<void> done = m_database.each_row(
+              "SELECT id, kind, needs_json FROM steps WHERE run = ?1",
+              [&](StatementRef& row) {
+                std::string id = row.column_text(0);
+                if (row.column_text(1) == "evaluate") {
+                  info.evaluates.insert(id);
+                }
+                for (std::string& need : parse_needs(row.column_text(2))) {
+                  info.dependents[need].push_back(id);
+                }
+              },
+              model.run_number);
+          !done) {
+        return Error{done.error()};
+      }
+      Expected<std::vector<MetricSummary>> summaries = metric_summaries(model.run_number);
+      if (!summaries) {
+        return Error{summaries.error()};
+      }
+      info.summaries = std::move(summaries).value();
+    }
+    std::set<std::string, std::less<>> downstream;
+    std::vector<std::string> frontier{model.artifact.step_id};
+    while (!frontier.empty()) {
+      std::string step = std::move(frontier.back());
+      frontier.pop_back();
+      auto found = info.dependents.find(step);
+      if (found == info.dependents.end()) {
+        continue;
+      }
+      for (const std::string& dependent : found->second) {
+        if (downstream.insert(dependent).second) {
+          frontier.push_back(dependent);
+        }
+      }
+    }
+    for (const MetricSummary& summary : info.summaries) {
+      if (downstream.count(summary.step_id) != 0 && info.evaluates.count(summary.step_id) != 0) {
+        model.metrics.push_back(summary);
+      }
+    }
+  }
+  if (Expected<void> committed = transaction->commit(); !committed) {
+    return Error{committed.error()};
+  }
+  return models;
+}
+
+Expected<std::vector<RunRecord>> TrackerStore::search_runs(const FilterNode& filter,
+                                                           const std::vector<OrderTerm>& order, int limit) {
+  SqlFragment where = filter_to_sql(filter);
+  SqlFragment order_by = order_to_sql(order);
+  std::string sql = "SELECT " + std::string(k_run_columns) + " FROM runs r WHERE " + where.sql + " ORDER BY " +
+                    order_by.sql + " LIMIT ?";
+  // Prepared for this call only: each filter is its own SQL text, and the
+  // connection's cache is for the statements every run uses.
+  Expected<sqlite::Statement> query = m_database.prepare(sql);
+  if (!query) {
+    return Error{query.error()};
+  }
+  int index = 0;
+  for (const std::vector<FilterValue>* args : {&where.args, &order_by.args}) {
+    for (const FilterValue& arg : *args) {
+      ++index;
+      std::visit([&](const auto& value) { query->bind(index, value); }, arg);
+    }
+  }
+  query->bind(++index, limit > 0 ? std::int64_t{limit} : std::int64_t{-1});
+
+  // One snapshot for the runs and their step counts.
+  Expected<Transaction> transaction = m_database.begin(TransactionKind::deferred);
+  if (!transaction) {
+    return Error{transaction.error()};
+  }
+  Expected<std::vector<RunRecord>> runs = read_runs(*query);
+  if (!runs) {
+    return Error{runs.error()};
+  }
+  if (Expected<void> committed = transaction->commit(); !committed) {
+    return Error{committed.error()};
+  }
+  return runs;
+}
+
+// ---- Deleting ----
+
+Expected<std::vector<std::string>> TrackerStore::delete_run_rows(const std::vector<std::int64_t>& runs) {
+  std::vector<std::string> ids;
+  std::set<std::string> sources;
+  for (std::int64_t number : runs) {
+    if (Expected<void> done = m_database.each_row(
+            "SELECT id, workflow_source FROM runs WHERE number = ?1",
+            [&](StatementRef& row) {
+              ids.push_back(row.column_text(0));
+              sources.insert(row.column_text(1));
+            },
+            number);
+        !done) {
+      return Error{done.error()};
+    }
+    // Points have no foreign key (bulk inserts stay lean): they go by
+    // series, each a range of the primary key. The rest cascades from runs.
+    constexpr std::string_view k_deletes[] = {
+        "DELETE FROM metric_points WHERE series IN (SELECT id FROM metric_series WHERE run = ?1)",
+        "DELETE FROM runs WHERE number = ?1",
+    };
+    for (std::string_view sql : k_deletes) {
+      Expected<CachedStatement> statement = m_database.cached(sql);
+      if (!statement) {
+        return Error{statement.error()};
+      }
+      statement->bind_all(number);
+      if (Expected<void> done = statement->run(); !done) {
+        return Error{"deleting run " + std::to_string(number) + ": " + done.error()};
+      }
+    }
+  }
+  for (const std::string& source : sources) {
+    Expected<CachedStatement> statement = m_database.cached("DELETE FROM workflow_sources WHERE sha256 = ?1 AND NOT "
+                                                            "EXISTS (SELECT 1 FROM runs WHERE workflow_source = ?1)");
+    if (!statement) {
+      return Error{statement.error()};
+    }
+    statement->bind_all(source);
+    if (Expected<void> done = statement->run(); !done) {
+      return Error{done.error()};
+    }
+  }
+  return ids;
+}
+
+void TrackerStore::remove_logs(const std::vector<std::string>& run_ids) {
+  // The rows are gone already; a log directory that cannot be removed is
+  // left behind rather than undoing the deletion.
+  for (const std::string& id : run_ids) {
+    if (!id.empty()) {
+      std::error_code ignored;
+      std::filesystem::remove_all(m_directory / "logs" / id, ignored);
+    }
+  }
+}
+
+Expected<TrackerStore::BlobSweep> TrackerStore::sweep_blobs(const std::vector<std::int64_t>& leaving, SweepMode mode,
+                                                            OrphanFiles orphans) {
+  // Removing takes the write lock before looking: add_artifacts renames
+  // blobs into place and writes their rows under it, so nothing seen
+  // unreferenced here can gain a reference before the commit.
+  Expected<Transaction> transaction =
+      m_database.begin(mode == SweepMode::remove ? TransactionKind::immediate : TransactionKind::deferred);
+  if (!transaction) {
+    return Error{transaction.error()};
+  }
+  BlobSweep sweep;
+  std::vector<std::pair<std::string, std::int64_t>> unreferenced;
+  if (Expected<void> done = m_database.each_row(
+          "SELECT b.sha256, b.size FROM blobs b WHERE NOT EXISTS (SELECT 1 FROM artifacts a "
+          "WHERE a.sha256 = b.sha256 AND a.run NOT IN (SELECT value FROM json_each(?1)))",
+          [&](StatementRef& row) { unreferenced.emplace_back(row.column_text(0), row.column_int64(1)); },
+          dump(nlohmann::json(leaving)));
+      !done) {
+    return Error{done.error()};
+  }
+  for (const auto& [hash, size] : unreferenced) {
+    if (mode == SweepMode::remove) {
+      Expected<CachedStatement> remove = m_database.cached("DELETE FROM blobs WHERE sha256 = ?1");
+      if (!remove) {
+        return Error{remove.error()};
+      }
+      remove->bind_all(hash);
+      if (Expected<void> done = remove->run(); !done) {
+        return Error{done.error()};
+      }
+      // Files go before the commit, under the lock. Should the commit then
+      // fail, the rows stay without files; staging that content again
+      // restores them (see add_artifacts).
+      if (Expected<void> removed = m_blobs.remove(hash); !removed) {
+        return Error{removed.error()};
+      }
+    }
+    ++sweep.blobs;
+    sweep.bytes += size;
+  }
+  if (orphans == OrphanFiles::include) {
+    // Files with no row: left by a process that died between renaming a
+    // blob and committing its row.
+    Expected<std::vector<std::string>> files = m_blobs.list();
+    if (!files) {
+      return Error{files.error()};
+    }
+    for (const std::string& hash : *files) {
+      bool known = false;
+      if (Expected<void> done = m_database.each_row(
+              "SELECT 1 FROM blobs WHERE sha256 = ?1", [&](StatementRef&) { known = true; }, hash);
+          !done) {
+        return Error{done.error()};
+      }
+      if (known) {
+        continue;
+      }
+      std::error_code error;
+      std::uintmax_t size = std::filesystem::file_size(m_blobs.path_of(hash), error);
+      if (mode == SweepMode::remove) {
+        if (Expected<void> removed = m_blobs.remove(hash); !removed) {
+          return Error{removed.error()};
+        }
+      }
+      ++sweep.blobs;
+      sweep.bytes += error ? 0 : static_cast<std::int64_t>(size);
+    }
+  }
+  if (Expected<void> committed = transaction->commit(); !committed) {
+    return Error{committed.error()};
+  }
+  return sweep;
+}
+
+Expected<TrackerStore::DeleteReport> TrackerStore::delete_runs(const std::vector<std::int64_t>& runs) {
+  DeleteReport report;
+  for (std::int64_t number : runs) {
+    if (std::find(report.runs.begin(), report.runs.end(), number) == report.runs.end()) {
+      report.runs.push_back(number);
+    }
+  }
+  std::vector<std::string> ids;
+  {
+    Expected<Transaction> transaction = m_database.begin(TransactionKind::immediate);
+    if (!transaction) {
+      return Error{transaction.error()};
+    }
+    std::vector<std::int64_t> running;
+    for (std::int64_t number : report.runs) {
+      std::optional<std::string> status;
+      if (Expected<void> done = m_database.each_row(
+              "SELECT status FROM runs WHERE number = ?1", [&](StatementRef& row) { status = row.column_text(0); },
+              number);
+          !done) {
+        return Error{done.error()};
+      }
+      if (!status) {
+        return no_run(number);
+      }
+      if (*status == to_string(RunStatus::running)) {
+        running.push_back(number);
+      }
+    }
+    if (!running.empty()) {
+      return Error{(running.size() == 1 ? "run " : "runs ") + join_numbers(running) +
+                   (running.size() == 1 ? " is" : " are") +
+                   " still running and cannot be deleted (a run whose runner died is marked crashed by the next "
+                   "kiln command on its host); nothing was deleted"};
+    }
+    Expected<std::vector<std::string>> deleted = delete_run_rows(report.runs);
+    if (!deleted) {
+      return Error{deleted.error()};
+    }
+    ids = std::move(deleted).value();
+    if (Expected<void> committed = transaction->commit(); !committed) {
+      return Error{committed.error()};
+    }
+  }
+  remove_logs(ids);
+  Expected<BlobSweep> sweep = sweep_blobs({}, SweepMode::remove, OrphanFiles::keep);
+  if (!sweep) {
+    return Error{"the runs were deleted, but not their artifacts: " + sweep.error()};
+  }
+  report.blobs_removed = sweep->blobs;
+  report.bytes_freed = sweep->bytes;
+  return report;
+}
+
+Expected<TrackerStore::GcReport> TrackerStore::gc(const GcPolicy& policy, std::int64_t now_ms) {
+  // Stale: older than any staging could take while its process lives.
+  constexpr std::int64_t k_stale_temp_ms = 60 * 60 * 1000;
+  GcReport report;
+  bool dry = policy.dry_run;
+  std::vector<std::string> ids;
+  std::vector<std::int64_t> numbers;
+  {
+    Expected<Transaction> transaction = m_database.begin(dry ? TransactionKind::deferred : TransactionKind::immediate);
+    if (!transaction) {
+      return Error{transaction.error()};
+    }
+    if (policy.keep_last || policy.ended_before_ms) {
+      // Ranked newest first among each workflow's finished runs.
+      Expected<CachedStatement> query = m_database.cached(
+          "SELECT " + std::string(k_run_columns) +
+          " FROM runs WHERE number IN (SELECT number FROM (SELECT number, ended_ms, row_number() OVER "
+          "(PARTITION BY workflow_name ORDER BY number DESC) AS rank FROM runs WHERE status != 'running') "
+          "WHERE (?1 IS NULL OR rank > ?1) AND (?2 IS NULL OR ended_ms < ?2)) ORDER BY number");
+      if (!query) {
+        return Error{query.error()};
+      }
+      std::optional<std::int64_t> keep_last;
+      if (policy.keep_last) {
+        keep_last = std::max(0, *policy.keep_last);
+      }
+      query->bind_all(keep_last, policy.ended_before_ms);
+      Expected<std::vector<RunRecord>> candidates = read_runs(*query);
+      if (!candidates) {
+        return Error{candidates.error()};
+      }
+      report.runs = std::move(candidates).value();
+    }
+    for (const RunRecord& run : report.runs) {
+      numbers.push_back(run.number);
+    }
+    if (!dry && !numbers.empty()) {
+      Expected<std::vector<std::string>> deleted = delete_run_rows(numbers);
+      if (!deleted) {
+        return Error{deleted.error()};
+      }
+      ids = std::move(deleted).value();
+    }
+    if (Expected<void> committed = transaction->commit(); !committed) {
+      return Error{committed.error()};
+    }
+  }
+  remove_logs(ids);
+  // Dry, the runs are still there: count the blobs only they reference.
+  Expected<BlobSweep> sweep = sweep_blobs(dry ? numbers : std::vector<std::int64_t>{},
+                                          dry ? SweepMode::report : SweepMode::remove, OrphanFiles::include);
+  if (!sweep) {
+    return Error{sweep.error()};
+  }
+  report.blobs_removed = sweep->blobs;
+  report.bytes_freed = sweep->bytes;
+  for (const std::filesystem::path& temp : m_blobs.stale_temps(now_ms, k_stale_temp_ms)) {
+    std::error_code error;
+    if (dry || std::filesystem::remove(temp, error)) {
+      ++report.temps_removed;
+    }
+  }
+  return report;
 }
 
 std::filesystem::path TrackerStore::log_path(std::string_view run_id, std::string_view step, int attempt,

@@ -199,14 +199,24 @@ struct RunFilter {
 /// git_dirty, kiln_version, command_line, runner {host, pid, start_ticks},
 /// steps {total, pending, running, succeeded, failed, skipped, cancelled}.
 void to_json(nlohmann::json& json, const RunRecord& run);
-/// Fields: id, kind, command, needs (array), status, started_ms, ended_ms,
-/// duration_ms, attempts, reason (null when empty).
+/// Fields: id, workdir, kind, command, needs (array), status, started_ms,
+/// ended_ms, duration_ms, attempts, reason (null when empty).
 void to_json(nlohmann::json& json, const StepRecord& step);
 /// Fields: step, number, pid, executor, handle, started_ms, stdout_path,
 /// stderr_path, and from the end (all null while running): ended_ms,
 /// duration_ms, exit_code, signal (null for none), timed_out, error (null
 /// when empty).
 void to_json(nlohmann::json& json, const AttemptRecord& attempt);
+/// A metric value as JSON: a number, or (as MLflow writes them) the strings
+/// "NaN", "Infinity" and "-Infinity", which JSON numbers cannot express.
+nlohmann::json metric_value_json(double value);
+/// Fields: step, key, last, last_step, last_timestamp_ms, min, max, count;
+/// values as metric_value_json writes them.
+void to_json(nlohmann::json& json, const MetricSummary& summary);
+/// Fields: step, path, sha256, size, kind, name (null when empty), created_ms.
+void to_json(nlohmann::json& json, const ArtifactRecord& artifact);
+/// Fields: step (null for the run's own), key, value.
+void to_json(nlohmann::json& json, const KeyValue& entry);
 
 class TrackerStore {
 public:
@@ -375,7 +385,27 @@ private:
   TrackerStore(std::filesystem::path directory, sqlite::Database database);
   Expected<void> migrate();
   Expected<bool> load_step_counts(RunRecord& run);
+  /// The rows of a query selecting the run columns (as list_runs does),
+  /// with their step counts.
+  Expected<std::vector<RunRecord>> read_runs(sqlite::StatementRef& query);
   Error no_run(std::int64_t number) const;
+  /// An error unless the run has the step (step "" = the run itself).
+  Expected<void> check_step(std::int64_t run, std::string_view step);
+  /// Deletes the runs' rows, inside the caller's write transaction; returns
+  /// their ids (for their log directories).
+  Expected<std::vector<std::string>> delete_run_rows(const std::vector<std::int64_t>& runs);
+  void remove_logs(const std::vector<std::string>& run_ids);
+
+  enum class SweepMode { report, remove };
+  enum class OrphanFiles { keep, include };
+  struct BlobSweep {
+    std::int64_t blobs = 0;
+    std::int64_t bytes = 0;
+  };
+  /// The blobs no artifact references once the runs `leaving` are gone (and
+  /// with OrphanFiles::include, blob files without a row): counted, and
+  /// with SweepMode::remove deleted, rows and files, under the write lock.
+  Expected<BlobSweep> sweep_blobs(const std::vector<std::int64_t>& leaving, SweepMode mode, OrphanFiles orphans);
   /// The UPDATE behind set_step_status, without a transaction of its own.
   Expected<void> update_step_status(std::int64_t run, std::string_view step, StepStatus status, std::int64_t at_ms,
                                     std::string_view reason);
