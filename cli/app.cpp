@@ -80,6 +80,9 @@ int main(int argc, char** argv) {
   run->add_flag("-k,--keep-going", run_options.keep_going,
                 "After a failure, run every step that does not depend on it");
   run->add_option("--executor", run_options.executor, "Where steps run")->check(CLI::IsMember({"local"}));
+  run->add_option("--tag", run_options.tags, "Tag the run: KEY=VALUE (repeatable)")
+      ->type_name("KEY=VALUE")
+      ->allow_extra_args(false);
   run->add_option("--store", global.store, "Tracker store directory")->type_name("DIR");
 
   auto* runs = app.add_subcommand("runs", "Inspect recorded runs");
@@ -96,10 +99,96 @@ int main(int argc, char** argv) {
 
   std::string show_run;
   OutputFormat show_format = OutputFormat::table;
-  auto* show = runs->add_subcommand("show", "One run: params, steps, attempts");
+  auto* show = runs->add_subcommand("show", "One run: params, tags, steps, metrics, artifacts, attempts");
   show->add_option("run", show_run, "Run number, id, unique id prefix, or 'last'")->required();
-  add_output_option(show, show_format, {OutputFormat::table, OutputFormat::json});
+  add_output_option(show, show_format, {OutputFormat::table, OutputFormat::json, OutputFormat::csv});
   show->add_option("--store", global.store, "Tracker store directory")->type_name("DIR");
+
+  SearchOptions search_options;
+  auto* search = runs->add_subcommand("search", "Runs matching a filter, e.g. \"metrics.accuracy > 0.9 and "
+                                                "params.model = 'lr'\" (MLflow syntax, plus OR and parentheses)");
+  search->add_option("filter", search_options.filter, "The filter; see kiln(1)")->required();
+  search->add_option("--order-by", search_options.order_by,
+                     "e.g. \"metrics.accuracy DESC, attributes.start_time\" (default: newest first)");
+  search->add_option("-n,--limit", search_options.limit, "At most this many (0: all)")->capture_default_str();
+  add_output_option(search, search_options.format, {OutputFormat::table, OutputFormat::json, OutputFormat::csv});
+  search->add_option("--store", global.store, "Tracker store directory")->type_name("DIR");
+
+  std::vector<std::string> compare_runs;
+  OutputFormat compare_format = OutputFormat::table;
+  auto* compare = runs->add_subcommand("compare", "Params and final metrics of runs side by side");
+  compare->add_option("runs", compare_runs, "Two or more runs")->required()->expected(2, 1000);
+  add_output_option(compare, compare_format, {OutputFormat::table, OutputFormat::json, OutputFormat::csv});
+  compare->add_option("--store", global.store, "Tracker store directory")->type_name("DIR");
+
+  std::vector<std::string> delete_runs;
+  auto* remove = runs->add_subcommand("delete", "Delete runs, their records, logs and the artifacts only they use");
+  remove->add_option("runs", delete_runs, "Runs to delete")->required();
+  remove->add_option("--store", global.store, "Tracker store directory")->type_name("DIR");
+
+  GcOptions gc_options;
+  auto* gc = app.add_subcommand("gc", "Retention: remove old runs, then artifacts no run references");
+  gc->add_option("--keep-last", gc_options.keep_last, "Keep the newest N finished runs of each workflow")
+      ->check(CLI::NonNegativeNumber);
+  gc->add_option("--older-than", gc_options.older_than, "Only runs that ended longer ago than this, e.g. 30d");
+  gc->add_flag("--dry-run", gc_options.dry_run, "Say what would be removed, remove nothing");
+  add_output_option(gc, gc_options.format, {OutputFormat::table, OutputFormat::json, OutputFormat::csv});
+  gc->add_option("--store", global.store, "Tracker store directory")->type_name("DIR");
+
+  MetricsOptions metrics_options;
+  auto* metrics =
+      app.add_subcommand("metrics", "Metric histories of a run: plots on a terminal, every point otherwise");
+  metrics->add_option("run", metrics_options.run, "Run number, id, unique id prefix, or 'last'")->required();
+  metrics->add_option("key", metrics_options.key, "Only this metric");
+  metrics->add_option("--step", metrics_options.step, "Only what this step logged");
+  metrics->add_option("--step-range", metrics_options.step_range, "Only points with A <= step <= B")->type_name("A:B");
+  metrics
+      ->add_option_function<std::string>(
+          "-o,--output",
+          [&metrics_options](const std::string& text) {
+            metrics_options.format = *parse_output_format(text);
+            metrics_options.format_given = true;
+          },
+          "table, json or csv (default: plots on a terminal, a table of points otherwise)")
+      ->check(CLI::IsMember({"table", "json", "csv"}))
+      ->type_name("FORMAT");
+  metrics->add_option("--store", global.store, "Tracker store directory")->type_name("DIR");
+
+  auto* artifacts = app.add_subcommand("artifacts", "What runs' steps produced");
+  artifacts->require_subcommand(1);
+  std::string artifacts_run;
+  std::string artifacts_step;
+  OutputFormat artifacts_format = OutputFormat::table;
+  auto* artifacts_list = artifacts->add_subcommand("list", "A run's artifacts");
+  artifacts_list->add_option("run", artifacts_run, "Run number, id, unique id prefix, or 'last'")->required();
+  artifacts_list->add_option("step", artifacts_step, "Only this step's");
+  add_output_option(artifacts_list, artifacts_format, {OutputFormat::table, OutputFormat::json, OutputFormat::csv});
+  artifacts_list->add_option("--store", global.store, "Tracker store directory")->type_name("DIR");
+  ArtifactGetOptions get_options;
+  auto* artifacts_get = artifacts->add_subcommand("get", "Copy an artifact (or a directory of them) out of the store");
+  artifacts_get->add_option("run", get_options.run, "Run number, id, unique id prefix, or 'last'")->required();
+  artifacts_get->add_option("path", get_options.path, "Its path, as kiln artifacts list shows it")->required();
+  artifacts_get->add_option("--step", get_options.step, "The step that recorded it, when several did");
+  artifacts_get->add_option("-o,--output", get_options.output, "Where to write it (default: its name, here)")
+      ->type_name("DEST");
+  artifacts_get->add_option("--store", global.store, "Tracker store directory")->type_name("DIR");
+
+  std::string models_workflow;
+  int models_limit = 20;
+  OutputFormat models_format = OutputFormat::table;
+  auto* models = app.add_subcommand("models", "Models train steps produced, with their evaluation's metrics");
+  models->add_option("--workflow", models_workflow, "Only this workflow's");
+  models->add_option("-n,--limit", models_limit, "At most this many (0: all)")->capture_default_str();
+  add_output_option(models, models_format, {OutputFormat::table, OutputFormat::json, OutputFormat::csv});
+  models->add_option("--store", global.store, "Tracker store directory")->type_name("DIR");
+
+  std::string log_what;
+  std::vector<std::string> log_args;
+  auto* log = app.add_subcommand("log", "Inside a step: record a metric, param, tag or artifact");
+  log->add_option("what", log_what, "metric, param, tag or artifact")
+      ->required()
+      ->check(CLI::IsMember({"metric", "param", "tag", "artifact"}));
+  log->add_option("args", log_args, "KEY=VALUE... (metric: also step=N timestamp=MS), or PATH...")->required();
 
   std::string logs_run;
   std::string logs_step;
@@ -156,6 +245,33 @@ int main(int argc, char** argv) {
     }
     if (*logs) {
       return logs_command(global, logs_run, logs_step, logs_attempt, logs_stream);
+    }
+    if (*search) {
+      return runs_search_command(global, search_options);
+    }
+    if (*compare) {
+      return runs_compare_command(global, compare_runs, compare_format);
+    }
+    if (*remove) {
+      return runs_delete_command(global, delete_runs);
+    }
+    if (*gc) {
+      return gc_command(global, gc_options);
+    }
+    if (*metrics) {
+      return metrics_command(global, metrics_options);
+    }
+    if (*artifacts_list) {
+      return artifacts_list_command(global, artifacts_run, artifacts_step, artifacts_format);
+    }
+    if (*artifacts_get) {
+      return artifacts_get_command(global, get_options);
+    }
+    if (*models) {
+      return models_command(global, models_workflow, models_limit, models_format);
+    }
+    if (*log) {
+      return log_command(log_what, log_args);
     }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "kiln: internal error: %s\n", e.what());

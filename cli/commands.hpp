@@ -33,6 +33,8 @@ struct RunOptions {
   int jobs = 0;
   bool keep_going = false;
   std::string executor = "local";
+  /// KEY=VALUE, from --tag.
+  std::vector<std::string> tags;
 };
 
 int validate_command(const std::vector<std::string>& files);
@@ -52,5 +54,50 @@ int runs_list_command(const GlobalOptions& global, const ListOptions& options);
 int runs_show_command(const GlobalOptions& global, const std::string& run, OutputFormat format);
 int logs_command(const GlobalOptions& global, const std::string& run, const std::string& step, int attempt,
                  const std::string& stream);
+
+struct SearchOptions {
+  std::string filter;
+  std::string order_by;
+  int limit = 0;
+  OutputFormat format = OutputFormat::table;
+};
+int runs_search_command(const GlobalOptions& global, const SearchOptions& options);
+int runs_compare_command(const GlobalOptions& global, const std::vector<std::string>& runs, OutputFormat format);
+int runs_delete_command(const GlobalOptions& global, const std::vector<std::string>& runs);
+
+struct GcOptions {
+  /// -1: no such rule.
+  int keep_last = -1;
+  std::string older_than;
+  bool dry_run = false;
+  OutputFormat format = OutputFormat::table;
+};
+int gc_command(const GlobalOptions& global, const GcOptions& options);
+
+struct MetricsOptions {
+  std::string run;
+  std::string key;
+  std::string step;
+  /// A:B, A: or :B.
+  std::string step_range;
+  OutputFormat format = OutputFormat::table;
+  /// --output was given: print the points even on a terminal.
+  bool format_given = false;
+};
+int metrics_command(const GlobalOptions& global, const MetricsOptions& options);
+
+int artifacts_list_command(const GlobalOptions& global, const std::string& run, const std::string& step,
+                           OutputFormat format);
+struct ArtifactGetOptions {
+  std::string run;
+  std::string path;
+  std::string step;
+  std::string output;
+};
+int artifacts_get_command(const GlobalOptions& global, const ArtifactGetOptions& options);
+int models_command(const GlobalOptions& global, const std::string& workflow, int limit, OutputFormat format);
+
+/// `kiln log metric|param|tag|artifact ARGS...`, inside a step.
+int log_command(const std::string& what, const std::vector<std::string>& args);
 
 } // namespace kiln::cli

@@ -53,10 +53,6 @@ std::string exit_text(const std::optional<core::AttemptEnd>& end) {
   return text;
 }
 
-std::string param_text(const nlohmann::json& value) {
-  return value.is_string() ? value.get<std::string>() : value.dump();
-}
-
 } // namespace
 
 int open_history(const GlobalOptions& global, std::unique_ptr<core::TrackerStore>& out) {
@@ -176,15 +172,103 @@ int runs_show_command(const GlobalOptions& global, const std::string& ref, Outpu
   const core::RunRecord* run = &opened.run;
   auto steps = store->steps(run->number);
   auto attempts = store->attempts(run->number);
-  if (!steps || !attempts) {
-    std::fprintf(stderr, "kiln: error: %s\n", (!steps ? steps.error() : attempts.error()).c_str());
-    return k_exit_internal;
+  auto params = store->params(run->number);
+  auto tags = store->tags(run->number);
+  auto metrics = store->metric_summaries(run->number);
+  auto artifacts = store->artifacts(run->number);
+  for (const std::string* error : {steps ? nullptr : &steps.error(), attempts ? nullptr : &attempts.error(),
+                                   params ? nullptr : &params.error(), tags ? nullptr : &tags.error(),
+                                   metrics ? nullptr : &metrics.error(), artifacts ? nullptr : &artifacts.error()}) {
+    if (error != nullptr) {
+      std::fprintf(stderr, "kiln: error: %s\n", error->c_str());
+      return k_exit_internal;
+    }
   }
   if (format == OutputFormat::json) {
     nlohmann::json out = *run;
-    out["step_list"] = *steps;
+    // What belongs to the run itself at the top; what a step recorded in it.
+    out["tags"] = nlohmann::json::object();
+    for (const auto& t : *tags) {
+      if (t.step_id.empty()) {
+        out["tags"][t.key] = t.value;
+      }
+    }
+    out["step_list"] = nlohmann::json::array();
+    for (const auto& s : *steps) {
+      nlohmann::json step = s;
+      step["params"] = nlohmann::json::object();
+      step["tags"] = nlohmann::json::object();
+      step["metrics"] = nlohmann::json::object();
+      for (const auto& p : *params) {
+        if (p.step_id == s.id) {
+          step["params"][p.key] = p.value;
+        }
+      }
+      for (const auto& t : *tags) {
+        if (t.step_id == s.id) {
+          step["tags"][t.key] = t.value;
+        }
+      }
+      for (const auto& m : *metrics) {
+        if (m.step_id == s.id) {
+          nlohmann::json summary = m;
+          summary.erase("step");
+          summary.erase("key");
+          step["metrics"][m.key] = std::move(summary);
+        }
+      }
+      out["step_list"].push_back(std::move(step));
+    }
+    out["artifacts"] = *artifacts;
     out["attempts"] = *attempts;
     std::cout << out.dump(2) << '\n';
+    return k_exit_ok;
+  }
+  if (format == OutputFormat::csv) {
+    // One tidy table: every fact of the run as section, step, name, field, value.
+    Table table({"section", "step", "name", "field", "value"});
+    nlohmann::json run_json = *run;
+    for (const auto& [field, value] : run_json.items()) {
+      if (!value.is_object()) {
+        table.add({"run", "", "", field, value.is_string() ? value.get<std::string>() : value.dump()});
+      }
+    }
+    for (const auto& p : *params) {
+      table.add({"param", p.step_id, p.key, "value", p.value});
+    }
+    for (const auto& t : *tags) {
+      table.add({"tag", t.step_id, t.key, "value", t.value});
+    }
+    for (const auto& st : *steps) {
+      nlohmann::json step = st;
+      for (const auto& [field, value] : step.items()) {
+        if (field != "id") {
+          table.add({"step", st.id, "", field, value.is_string() ? value.get<std::string>() : value.dump()});
+        }
+      }
+    }
+    for (const auto& m : *metrics) {
+      table.add({"metric", m.step_id, m.key, "last", format_metric(m.last)});
+      table.add({"metric", m.step_id, m.key, "last_step", std::to_string(m.last_step)});
+      table.add({"metric", m.step_id, m.key, "min", format_metric(m.min)});
+      table.add({"metric", m.step_id, m.key, "max", format_metric(m.max)});
+      table.add({"metric", m.step_id, m.key, "count", std::to_string(m.count)});
+    }
+    for (const auto& a : *artifacts) {
+      table.add({"artifact", a.step_id, a.path, "sha256", a.sha256});
+      table.add({"artifact", a.step_id, a.path, "size", std::to_string(a.size)});
+      table.add({"artifact", a.step_id, a.path, "kind", std::string(core::to_string(a.kind))});
+    }
+    for (const auto& a : *attempts) {
+      nlohmann::json attempt = a;
+      for (const auto& [field, value] : attempt.items()) {
+        if (field != "step" && field != "number") {
+          table.add({"attempt", a.step_id, std::to_string(a.number), field,
+                     value.is_string() ? value.get<std::string>() : value.dump()});
+        }
+      }
+    }
+    table.print_csv(std::cout);
     return k_exit_ok;
   }
   const bool color = detect_terminal(STDOUT_FILENO).color;
@@ -206,13 +290,27 @@ int runs_show_command(const GlobalOptions& global, const std::string& ref, Outpu
               << (run->git_dirty ? " (dirty)" : "") << "\n";
   }
   std::cout << "command   " << run->command_line << "  (kiln " << run->kiln_version << ")\n";
-  if (!run->params.empty()) {
-    std::cout << "params   ";
-    for (const auto& [name, value] : run->params.items()) {
-      std::cout << ' ' << name << '=' << param_text(value);
+  // key=value lists: the run's own, then each step's.
+  auto pairs = [&](const char* label, const std::vector<core::KeyValue>& entries, bool skip_system) {
+    std::string current = "\x01";
+    for (const auto& e : entries) {
+      if (skip_system && e.key.starts_with("kiln.")) {
+        continue; // shown above, in words
+      }
+      if (e.step_id != current) {
+        current = e.step_id;
+        std::string head = e.step_id.empty() ? label : std::string(label) + " (" + e.step_id + ")";
+        head.resize(std::max<std::size_t>(head.size(), 9), ' ');
+        std::cout << (&e == &entries.front() ? "" : "\n") << head;
+      }
+      std::cout << ' ' << e.key << '=' << e.value;
     }
-    std::cout << "\n";
-  }
+    if (current != "\x01") {
+      std::cout << "\n";
+    }
+  };
+  pairs("params", *params, false);
+  pairs("tags", *tags, true);
   std::cout << "\n";
   Table step_table({"STEP", "KIND", "STATUS", "ATTEMPTS", "DURATION", "EXIT", "REASON"});
   for (const auto& s : *steps) {
@@ -227,6 +325,24 @@ int runs_show_command(const GlobalOptions& global, const std::string& ref, Outpu
                     s.reason.empty() ? "" : s.reason});
   }
   step_table.print(std::cout);
+  if (!metrics->empty()) {
+    std::cout << "\n";
+    Table metric_table({"STEP", "METRIC", "LAST", "AT STEP", "MIN", "MAX", "POINTS"});
+    for (const auto& m : *metrics) {
+      metric_table.add({m.step_id, m.key, format_metric(m.last), std::to_string(m.last_step), format_metric(m.min),
+                        format_metric(m.max), std::to_string(m.count)});
+    }
+    metric_table.print(std::cout);
+  }
+  if (!artifacts->empty()) {
+    std::cout << "\n";
+    Table artifact_table({"STEP", "ARTIFACT", "KIND", "SIZE", "SHA256"});
+    for (const auto& a : *artifacts) {
+      artifact_table.add(
+          {a.step_id, a.path, std::string(core::to_string(a.kind)), format_size(a.size), a.sha256.substr(0, 12)});
+    }
+    artifact_table.print(std::cout);
+  }
   if (!attempts->empty()) {
     std::cout << "\n";
     Table attempt_table({"STEP", "ATTEMPT", "PID", "STARTED", "DURATION", "EXIT", "STDOUT"});

@@ -9,9 +9,11 @@
 #include "core/run_recorder.hpp"
 #include "core/scheduler.hpp"
 #include "core/tracker_store.hpp"
+#include "core/tracking_recorder.hpp"
 #include "plugins/executors.hpp"
 #include "plugins/process_identity.hpp"
 #include "workflows/workflow_loader.hpp"
+#include "workflows/yaml_json.hpp"
 
 #include <nlohmann/json.hpp>
 #include <unistd.h>
@@ -169,8 +171,9 @@ core::NewRun describe_run(core::Workflow& workflow, int argc, char** argv, std::
   new_run.runner = {new_run.host, static_cast<std::int64_t>(getpid()), plugins::self_start_ticks()};
   new_run.started_ms = started_ms;
   for (const auto& s : workflow.steps) {
-    new_run.steps.push_back({s.id, std::string(core::to_string(s.kind)), {}, s.needs});
+    new_run.steps.push_back({s.id, std::string(core::to_string(s.kind)), {}, s.needs, {}});
   }
+  new_run.tags = workflow.tags;
   return new_run;
 }
 
@@ -298,6 +301,20 @@ int graph_command(const WorkflowOptions& options, const std::string& format) {
 }
 
 int run_command(const GlobalOptions& global, const RunOptions& options, int argc, char** argv) {
+  core::KeyValues tags;
+  for (const auto& tag : options.tags) {
+    const auto eq = tag.find('=');
+    const std::string key = tag.substr(0, eq);
+    std::string problem = eq == std::string::npos ? "write it as KEY=VALUE" : core::check_key(key);
+    if (problem.empty() && key.starts_with("kiln.")) {
+      problem = "the prefix 'kiln.' is kiln's own; choose another name";
+    }
+    if (!problem.empty()) {
+      std::fprintf(stderr, "kiln: error: --tag '%s': %s\n", tag.c_str(), problem.c_str());
+      return k_exit_usage;
+    }
+    tags.emplace_back(key, tag.substr(eq + 1));
+  }
   auto workflow = load(options.workflow);
   if (!workflow) {
     return k_exit_usage;
@@ -325,7 +342,9 @@ int run_command(const GlobalOptions& global, const RunOptions& options, int argc
   const core::SystemClock clock;
 
   const std::int64_t started_ms = clock.wall_ms();
-  auto run = (*store)->create_run(describe_run(*workflow, argc, argv, started_ms));
+  core::NewRun new_run = describe_run(*workflow, argc, argv, started_ms);
+  new_run.tags.insert(new_run.tags.end(), tags.begin(), tags.end());
+  auto run = (*store)->create_run(new_run);
   if (!run) {
     std::fprintf(stderr, "kiln: error: %s\n", run.error().c_str());
     return k_exit_internal;
@@ -367,8 +386,9 @@ int run_command(const GlobalOptions& global, const RunOptions& options, int argc
   std::fflush(stdout);
 
   core::RunRecorder recorder(**store, *plan, run->number, std::string(executor->name()));
+  core::TrackingRecorder tracking(**store, *plan, run->number, clock, workflows::yaml_to_json);
   ConsoleReporter console(*plan, run->number, clock, terminal, stdout);
-  core::ObserverList observers({&recorder, &console});
+  core::ObserverList observers({&tracking, &recorder, &console});
   core::SchedulerOptions scheduler_options;
   scheduler_options.jobs = options.jobs > 0 ? options.jobs : machine_cpus();
   // Steps count their resources.cpus against the machine's CPUs, but an
@@ -386,6 +406,7 @@ int run_command(const GlobalOptions& global, const RunOptions& options, int argc
                          store_ref.log_path(run_id, id, attempt, "err").string()};
       },
       scheduler_options);
+  scheduler.set_collector(&tracking);
   const auto result = scheduler.run();
   console.finish();
 

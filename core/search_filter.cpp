@@ -945,15 +945,17 @@ SqlFragment order_to_sql(const std::vector<OrderTerm>& order) {
     int binds = 0;
     switch (term.entity) {
     case FilterEntity::metric:
-      // The most recently logged series when steps log the same key.
-      value = "(SELECT last_value FROM metric_series WHERE run = r.number AND key = ? ORDER BY last_ms DESC LIMIT 1)";
+      // The most recently logged series when steps log the same key. The
+      // unary + keeps SQLite (without statistics) from choosing the by-key
+      // index here: one lookup per run via (run, step, key) is what is wanted.
+      value = "(SELECT last_value FROM metric_series WHERE run = r.number AND +key = ? ORDER BY last_ms DESC LIMIT 1)";
       binds = 1;
       break;
     case FilterEntity::param:
     case FilterEntity::tag:
       // The run's own value (step '') before any step's.
       value = std::string("(SELECT value FROM ") + (term.entity == FilterEntity::param ? "params" : "tags") +
-              " WHERE run = r.number AND key = ? ORDER BY step LIMIT 1)";
+              " WHERE run = r.number AND +key = ? ORDER BY step LIMIT 1)";
       binds = 1;
       break;
     case FilterEntity::attribute: value = std::string(attribute_column(term.name)); break;
