@@ -363,9 +363,9 @@ int run_command(const GlobalOptions& global, const RunOptions& options, int argc
     return k_exit_usage;
   }
   {
-    std::vector<std::pair<std::string, std::string>> commands;
+    std::vector<core::TrackerStore::StepCommand> commands;
     for (const auto& s : plan->steps) {
-      commands.emplace_back(s.id, s.display_command);
+      commands.push_back({s.id, s.display_command, s.workdir});
     }
     if (auto recorded = (*store)->set_step_commands(run->number, commands); !recorded) {
       std::fprintf(stderr, "kiln: warning: %s\n", recorded.error().c_str());

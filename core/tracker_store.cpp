@@ -699,19 +699,19 @@ Expected<RunRecord> TrackerStore::create_run(const NewRun& new_run) {
 // waits on the busy handler for it, which is what BEGIN IMMEDIATE does for
 // multi-statement transactions, at a third of the statements.
 
-Expected<void> TrackerStore::set_step_commands(std::int64_t run,
-                                               const std::vector<std::pair<std::string, std::string>>& commands) {
+Expected<void> TrackerStore::set_step_commands(std::int64_t run, const std::vector<StepCommand>& commands) {
   Expected<Transaction> transaction = m_database.begin(TransactionKind::immediate);
   if (!transaction) {
     return Error{transaction.error()};
   }
   {
-    Expected<CachedStatement> update = m_database.cached("UPDATE steps SET command = ?3 WHERE run = ?1 AND id = ?2");
+    Expected<CachedStatement> update =
+        m_database.cached("UPDATE steps SET command = ?3, workdir = ?4 WHERE run = ?1 AND id = ?2");
     if (!update) {
       return Error{update.error()};
     }
-    for (const auto& [step, command] : commands) {
-      update->bind_all(run, step, command);
+    for (const auto& c : commands) {
+      update->bind_all(run, c.id, c.command, c.workdir);
       if (Expected<void> done = update->run(); !done) {
         return done;
       }

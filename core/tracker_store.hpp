@@ -49,7 +49,8 @@ struct NewStep {
   /// Display text of the command.
   std::string command;
   std::vector<std::string> needs;
-  /// Absolute; where the step runs and where its artifacts must stay.
+  /// Absolute; where the step runs and where its artifacts must stay. ""
+  /// when it is known only once the plan is resolved (set_step_commands).
   std::string workdir;
 };
 
@@ -239,10 +240,15 @@ public:
   /// Inserts the run (status running) and its steps (pending). The id is
   /// random; the number is the next in the store, safe under concurrency.
   Expected<RunRecord> create_run(const NewRun& run);
-  /// Records steps' resolved commands, {step id, command}, in one
-  /// transaction: the run's id and number are known only once it exists, and
-  /// commands may use them.
-  Expected<void> set_step_commands(std::int64_t run, const std::vector<std::pair<std::string, std::string>>& commands);
+  struct StepCommand {
+    std::string id;
+    std::string command;
+    /// Absolute.
+    std::string workdir;
+  };
+  /// Records steps' resolved commands and workdirs in one transaction: the
+  /// run's id and number are known only once it exists, and both may use them.
+  Expected<void> set_step_commands(std::int64_t run, const std::vector<StepCommand>& commands);
   /// running sets started_ms (first time only) and clears ended_ms; a
   /// terminal status sets ended_ms. `reason` replaces the step's reason.
   Expected<void> set_step_status(std::int64_t run, std::string_view step, StepStatus status, std::int64_t at_ms,
