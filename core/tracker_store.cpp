@@ -1479,44 +1479,34 @@ Expected<void> TrackerStore::add_artifacts(std::int64_t run, std::string_view st
   return transaction->commit();
 }
 
-Expected<std::vector<KeyValue>> TrackerStore::params(std::int64_t run) {
-  std::vector<KeyValue> params;
+Expected<std::vector<KeyValue>> TrackerStore::key_values(std::int64_t run, std::string_view table) {
+  std::vector<KeyValue> entries;
+  const std::string t(table);
   if (Expected<void> done = m_database.each_row(
-          "SELECT p.step, p.key, p.value FROM params p LEFT JOIN steps s ON s.run = p.run AND s.id = p.step "
-          "WHERE p.run = ?1 ORDER BY coalesce(s.position, -1), p.step, p.key",
+          "SELECT x.step, x.key, x.value FROM " + t +
+              " x LEFT JOIN steps s ON s.run = x.run AND s.id = x.step "
+              "WHERE x.run = ?1 ORDER BY coalesce(s.position, -1), x.step, x.key",
           [&](StatementRef& row) {
-            params.push_back({row.column_text(0), row.column_text(1), row.column_text(2)});
+            entries.push_back({row.column_text(0), row.column_text(1), row.column_text(2)});
           },
           run);
       !done) {
     return Error{done.error()};
   }
-  if (params.empty()) {
+  if (entries.empty()) {
     if (Expected<void> exists = check_step(run, {}); !exists) {
       return Error{exists.error()};
     }
   }
-  return params;
+  return entries;
+}
+
+Expected<std::vector<KeyValue>> TrackerStore::params(std::int64_t run) {
+  return key_values(run, "params");
 }
 
 Expected<std::vector<KeyValue>> TrackerStore::tags(std::int64_t run) {
-  std::vector<KeyValue> tags;
-  if (Expected<void> done = m_database.each_row(
-          "SELECT t.step, t.key, t.value FROM tags t LEFT JOIN steps s ON s.run = t.run AND s.id = t.step "
-          "WHERE t.run = ?1 ORDER BY coalesce(s.position, -1), t.step, t.key",
-          [&](StatementRef& row) {
-            tags.push_back({row.column_text(0), row.column_text(1), row.column_text(2)});
-          },
-          run);
-      !done) {
-    return Error{done.error()};
-  }
-  if (tags.empty()) {
-    if (Expected<void> exists = check_step(run, {}); !exists) {
-      return Error{exists.error()};
-    }
-  }
-  return tags;
+  return key_values(run, "tags");
 }
 
 Expected<std::vector<MetricSummary>> TrackerStore::metric_summaries(std::int64_t run) {

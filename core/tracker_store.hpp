@@ -391,6 +391,8 @@ private:
   TrackerStore(std::filesystem::path directory, sqlite::Database database);
   Expected<void> migrate();
   Expected<bool> load_step_counts(RunRecord& run);
+  /// The rows of `table` (params or tags) for the run, ordered as params() says.
+  Expected<std::vector<KeyValue>> key_values(std::int64_t run, std::string_view table);
   /// The rows of a query selecting the run columns (as list_runs does),
   /// with their step counts.
   Expected<std::vector<RunRecord>> read_runs(sqlite::StatementRef& query);

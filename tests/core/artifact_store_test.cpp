@@ -1,4 +1,5 @@
 #include "core/artifact_store.hpp"
+#include "tests/support.hpp"
 
 #include "core/hash.hpp"
 
@@ -13,40 +14,14 @@
 #include <fstream>
 #include <string>
 #include <vector>
+using kiln::test::check;
+using kiln::test::ok;
+using kiln::test::TempDir;
 
 namespace fs = std::filesystem;
 using namespace kiln::core;
 
 namespace {
-
-/// A fresh directory per test, removed afterwards.
-class TempDir {
-public:
-  TempDir() {
-    std::string pattern = (fs::temp_directory_path() / "kiln-blob-test-XXXXXX").string();
-    char* made = mkdtemp(pattern.data());
-    REQUIRE(made != nullptr);
-    m_path = made;
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    fs::remove_all(m_path, ignored);
-  }
-  const fs::path& path() const { return m_path; }
-
-private:
-  fs::path m_path;
-};
-
-template <typename T>
-T ok(Expected<T> result) {
-  REQUIRE_MESSAGE(result.ok(), (result.ok() ? "" : result.error()));
-  return std::move(result).value();
-}
-
-void check(const Expected<void>& result) {
-  REQUIRE_MESSAGE(result.ok(), (result.ok() ? "" : result.error()));
-}
 
 void write_file(const fs::path& path, const std::string& content) {
   fs::create_directories(path.parent_path());

@@ -1,4 +1,5 @@
 #include "core/metrics_file.hpp"
+#include "tests/support.hpp"
 
 #include <doctest/doctest.h>
 #include <nlohmann/json.hpp>
@@ -11,6 +12,9 @@
 #include <limits>
 #include <string>
 #include <tuple>
+using kiln::test::check;
+using kiln::test::ok;
+using kiln::test::TempDir;
 
 namespace fs = std::filesystem;
 using namespace kiln::core;
@@ -19,35 +23,6 @@ namespace {
 
 constexpr std::int64_t k_now = 1'700'000'000'000;
 constexpr double k_inf = std::numeric_limits<double>::infinity();
-
-/// A fresh directory per test, removed afterwards.
-class TempDir {
-public:
-  TempDir() {
-    std::string pattern = (fs::temp_directory_path() / "kiln-metrics-test-XXXXXX").string();
-    char* made = mkdtemp(pattern.data());
-    REQUIRE(made != nullptr);
-    m_path = made;
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    fs::remove_all(m_path, ignored);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-
-  /// Writes `content` to `name` in the directory and returns its path.
-  fs::path write(const std::string& name, const std::string& content) const {
-    const fs::path path = m_path / name;
-    std::ofstream out(path, std::ios::binary);
-    out << content;
-    REQUIRE(out.good());
-    return path;
-  }
-
-private:
-  fs::path m_path;
-};
 
 // Without a YAML loader: core tests cannot link the workflows library.
 const YamlToJson k_no_yaml;

@@ -1,4 +1,5 @@
 #include "core/tracker_store.hpp"
+#include "tests/support.hpp"
 
 #include "core/sqlite.hpp"
 
@@ -14,30 +15,14 @@
 #include <filesystem>
 #include <set>
 #include <string>
+using kiln::test::check;
+using kiln::test::ok;
+using kiln::test::TempDir;
 
 namespace fs = std::filesystem;
 using namespace kiln::core;
 
 namespace {
-
-/// A fresh directory per test, removed afterwards.
-class TempDir {
-public:
-  TempDir() {
-    std::string pattern = (fs::temp_directory_path() / "kiln-store-test-XXXXXX").string();
-    char* made = mkdtemp(pattern.data());
-    REQUIRE(made != nullptr);
-    m_path = made;
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    fs::remove_all(m_path, ignored);
-  }
-  const fs::path& path() const { return m_path; }
-
-private:
-  fs::path m_path;
-};
 
 std::unique_ptr<TrackerStore> open_store(const fs::path& dir) {
   Expected<std::unique_ptr<TrackerStore>> store = TrackerStore::open(dir);
@@ -78,10 +63,6 @@ RunRecord create(TrackerStore& store, const NewRun& run) {
   Expected<RunRecord> created = store.create_run(run);
   REQUIRE_MESSAGE(created.ok(), (created.ok() ? "" : created.error()));
   return std::move(created).value();
-}
-
-void check(const Expected<void>& result) {
-  REQUIRE_MESSAGE(result.ok(), (result.ok() ? "" : result.error()));
 }
 
 /// Rewrites the schema version behind the store's back.

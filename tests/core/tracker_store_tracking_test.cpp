@@ -2,6 +2,7 @@
 // models, search, deletion and gc.
 
 #include "core/tracker_store.hpp"
+#include "tests/support.hpp"
 
 #include "core/sqlite.hpp"
 
@@ -18,6 +19,9 @@
 #include <string>
 #include <variant>
 #include <vector>
+using kiln::test::check;
+using kiln::test::ok;
+using kiln::test::TempDir;
 
 namespace fs = std::filesystem;
 using namespace kiln::core;
@@ -26,35 +30,6 @@ namespace {
 
 constexpr double k_nan = std::numeric_limits<double>::quiet_NaN();
 constexpr double k_inf = std::numeric_limits<double>::infinity();
-
-/// A fresh directory per test, removed afterwards.
-class TempDir {
-public:
-  TempDir() {
-    std::string pattern = (fs::temp_directory_path() / "kiln-tracking-test-XXXXXX").string();
-    char* made = mkdtemp(pattern.data());
-    REQUIRE(made != nullptr);
-    m_path = made;
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    fs::remove_all(m_path, ignored);
-  }
-  const fs::path& path() const { return m_path; }
-
-private:
-  fs::path m_path;
-};
-
-template <typename T>
-T ok(Expected<T> result) {
-  REQUIRE_MESSAGE(result.ok(), (result.ok() ? "" : result.error()));
-  return std::move(result).value();
-}
-
-void check(const Expected<void>& result) {
-  REQUIRE_MESSAGE(result.ok(), (result.ok() ? "" : result.error()));
-}
 
 std::string error_of(const Expected<void>& result) {
   REQUIRE_FALSE(result.ok());
