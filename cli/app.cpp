@@ -46,7 +46,8 @@ int main(int argc, char** argv) {
   app.set_version_flag("-V,--version", std::string("kiln ") + KILN_VERSION);
   app.require_subcommand(1);
   app.footer("Exit status: 0 success, 1 a step failed, 2 bad usage or invalid workflow, 3 kiln itself failed,\n"
-             "128+N stopped by signal N (129 SIGHUP, 130 SIGINT, 143 SIGTERM). See kiln(1) and kiln-workflow(5).");
+             "128+N stopped by signal N (129 SIGHUP, 130 SIGINT, 143 SIGTERM). See kiln(1), kiln-workflow(5) and "
+             "kiln-tracking(7).");
 
   GlobalOptions global;
   app.add_option("--store", global.store, "Tracker store directory (default: $KILN_STORE, or the nearest .kiln/)")
@@ -107,7 +108,7 @@ int main(int argc, char** argv) {
   SearchOptions search_options;
   auto* search = runs->add_subcommand("search", "Runs matching a filter, e.g. \"metrics.accuracy > 0.9 and "
                                                 "params.model = 'lr'\" (MLflow syntax, plus OR and parentheses)");
-  search->add_option("filter", search_options.filter, "The filter; see kiln(1)")->required();
+  search->add_option("filter", search_options.filter, "The filter; see kiln-tracking(7)")->required();
   search->add_option("--order-by", search_options.order_by,
                      "e.g. \"metrics.accuracy DESC, attributes.start_time\" (default: newest first)");
   search->add_option("-n,--limit", search_options.limit, "At most this many (0: all)")->capture_default_str();
@@ -129,7 +130,7 @@ int main(int argc, char** argv) {
   GcOptions gc_options;
   auto* gc = app.add_subcommand("gc", "Retention: remove old runs, then artifacts no run references");
   gc->add_option("--keep-last", gc_options.keep_last, "Keep the newest N finished runs of each workflow")
-      ->check(CLI::NonNegativeNumber);
+      ->check(CLI::Range(0, 1000000000));
   gc->add_option("--older-than", gc_options.older_than, "Only runs that ended longer ago than this, e.g. 30d");
   gc->add_flag("--dry-run", gc_options.dry_run, "Say what would be removed, remove nothing");
   add_output_option(gc, gc_options.format, {OutputFormat::table, OutputFormat::json, OutputFormat::csv});

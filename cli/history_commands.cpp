@@ -88,6 +88,15 @@ int open_run(const GlobalOptions& global, const std::string& ref, OpenedRun& out
   return k_exit_ok;
 }
 
+namespace {
+
+/// A JSON value as a CSV cell: strings bare, null empty, the rest as JSON.
+std::string csv_text(const nlohmann::json& value) {
+  return value.is_string() ? value.get<std::string>() : value.is_null() ? std::string() : value.dump();
+}
+
+} // namespace
+
 void print_runs(const std::vector<core::RunRecord>& runs, OutputFormat format, const core::TrackerStore& store) {
   if (format == OutputFormat::json) {
     std::cout << nlohmann::json(runs).dump(2) << '\n';
@@ -97,6 +106,22 @@ void print_runs(const std::vector<core::RunRecord>& runs, OutputFormat format, c
     std::printf("no runs recorded in %s\n", store.directory().c_str());
     return;
   }
+  if (format == OutputFormat::csv) {
+    // For programs: whole ids, times in ms, counts as numbers.
+    Table table({"number", "id", "workflow", "status", "exit_code", "started_ms", "ended_ms", "duration_ms",
+                 "steps_total", "steps_succeeded", "steps_failed", "user", "host"});
+    auto optional_text = [](const auto& value) { return value ? std::to_string(*value) : std::string(); };
+    for (const auto& r : runs) {
+      const std::optional<std::int64_t> duration =
+          r.ended_ms ? std::optional<std::int64_t>(*r.ended_ms - r.started_ms) : std::nullopt;
+      table.add({std::to_string(r.number), r.id, r.workflow_name, std::string(core::to_string(r.status)),
+                 optional_text(r.exit_code), std::to_string(r.started_ms), optional_text(r.ended_ms),
+                 optional_text(duration), std::to_string(r.steps.total()), std::to_string(r.steps.succeeded),
+                 std::to_string(r.steps.failed), r.user, r.host});
+    }
+    table.print_csv(std::cout);
+    return;
+  }
   Table table({"#", "ID", "WORKFLOW", "STATUS", "STARTED", "DURATION", "STEPS", "USER"});
   for (const auto& r : runs) {
     const auto& c = r.steps;
@@ -104,9 +129,7 @@ void print_runs(const std::vector<core::RunRecord>& runs, OutputFormat format, c
     if (c.failed > 0) {
       steps += ", " + std::to_string(c.failed) + " failed";
     }
-    // CSV is for programs: the whole id, not the prefix a reader types.
-    const std::string id = format == OutputFormat::csv ? r.id : r.id.substr(0, 8);
-    table.add({std::to_string(r.number), id, r.workflow_name, std::string(core::to_string(r.status)),
+    table.add({std::to_string(r.number), r.id.substr(0, 8), r.workflow_name, std::string(core::to_string(r.status)),
                format_time(r.started_ms), duration_of(r.started_ms, r.ended_ms), steps, r.user});
   }
   print_table(table, format);
@@ -230,7 +253,7 @@ int runs_show_command(const GlobalOptions& global, const std::string& ref, Outpu
     nlohmann::json run_json = *run;
     for (const auto& [field, value] : run_json.items()) {
       if (!value.is_object()) {
-        table.add({"run", "", "", field, value.is_string() ? value.get<std::string>() : value.dump()});
+        table.add({"run", "", "", field, csv_text(value)});
       }
     }
     for (const auto& p : *params) {
@@ -243,7 +266,7 @@ int runs_show_command(const GlobalOptions& global, const std::string& ref, Outpu
       nlohmann::json step = st;
       for (const auto& [field, value] : step.items()) {
         if (field != "id") {
-          table.add({"step", st.id, "", field, value.is_string() ? value.get<std::string>() : value.dump()});
+          table.add({"step", st.id, "", field, csv_text(value)});
         }
       }
     }
@@ -263,8 +286,7 @@ int runs_show_command(const GlobalOptions& global, const std::string& ref, Outpu
       nlohmann::json attempt = a;
       for (const auto& [field, value] : attempt.items()) {
         if (field != "step" && field != "number") {
-          table.add({"attempt", a.step_id, std::to_string(a.number), field,
-                     value.is_string() ? value.get<std::string>() : value.dump()});
+          table.add({"attempt", a.step_id, std::to_string(a.number), field, csv_text(value)});
         }
       }
     }

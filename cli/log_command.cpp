@@ -61,12 +61,19 @@ int log_command(const std::string& what, const std::vector<std::string>& args) {
     } else if (eq == std::string::npos) {
       line += arg;
     } else {
-      line += arg.substr(0, eq + 1) + protocol_quote(std::string_view(arg).substr(eq + 1));
+      line += protocol_quote(std::string_view(arg).substr(0, eq)) + '=' +
+              protocol_quote(std::string_view(arg).substr(eq + 1));
     }
   }
   auto command = core::parse_protocol_line(line);
   if (!command) {
     std::fprintf(stderr, "kiln: error: kiln log %s: %s\n", what.c_str(), command.error().c_str());
+    return k_exit_usage;
+  }
+  // Never create a store here: a step pointed at the wrong place should hear so.
+  if (std::error_code ec; !std::filesystem::exists(std::filesystem::path(store_dir) / "kiln.db", ec)) {
+    std::fprintf(stderr, "kiln: error: no kiln store at %s (KILN_STORE); call kiln log from a step of `kiln run`\n",
+                 store_dir);
     return k_exit_usage;
   }
   auto store = core::TrackerStore::open(store_dir);

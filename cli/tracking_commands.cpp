@@ -274,7 +274,9 @@ int gc_command(const GlobalOptions& global, const GcOptions& options) {
     return k_exit_ok;
   }
   const char* verb = options.dry_run ? "would remove" : "removed";
-  if (!report_gc->runs.empty() || options.format == OutputFormat::csv) {
+  if (options.format == OutputFormat::csv) {
+    print_runs(report_gc->runs, options.format, *store);
+  } else if (!report_gc->runs.empty()) {
     Table table({"#", "WORKFLOW", "STATUS", "STARTED", "ENDED"});
     for (const auto& r : report_gc->runs) {
       table.add({std::to_string(r.number), r.workflow_name, std::string(core::to_string(r.status)),
@@ -500,7 +502,9 @@ int artifacts_get_command(const GlobalOptions& global, const ArtifactGetOptions&
   const std::string base = fs::path(wanted).filename().string();
   fs::path dest = options.output.empty() ? fs::path(base) : fs::path(options.output);
   std::error_code ec;
-  if (is_file && fs::is_directory(dest, ec)) {
+  // DEST/ names a directory to put the file in, as with cp.
+  const bool into_directory = !options.output.empty() && options.output.back() == '/';
+  if (is_file && (into_directory || fs::is_directory(dest, ec))) {
     dest /= base;
   }
   for (const auto* a : matches) {

@@ -692,7 +692,7 @@ void Loader::forbid_templates(const Node& scalar, std::string_view where) {
     return;
   }
   error(template_offset(scalar, at), 3,
-        "templates are not expanded in '" + std::string(where) + "'; write the path literally");
+        "templates are not expanded in '" + std::string(where) + "'; write it literally");
 }
 
 void Loader::load(const Node& root, Workflow& workflow) {
@@ -868,6 +868,7 @@ void Loader::load_tags(const Node& key, const Node& value, core::TagList& tags) 
       }
       continue;
     }
+    forbid_templates(text, "tags");
     tags.emplace_back(name.value, text.value);
   }
 }
