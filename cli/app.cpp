@@ -125,6 +125,8 @@ int main(int argc, char** argv) {
   std::vector<std::string> delete_runs;
   auto* remove = runs->add_subcommand("delete", "Delete runs, their records, logs and the artifacts only they use");
   remove->add_option("runs", delete_runs, "Runs to delete")->required();
+  OutputFormat delete_format = OutputFormat::table;
+  add_output_option(remove, delete_format, {OutputFormat::table, OutputFormat::json, OutputFormat::csv});
   remove->add_option("--store", global.store, "Tracker store directory")->type_name("DIR");
 
   GcOptions gc_options;
@@ -254,7 +256,7 @@ int main(int argc, char** argv) {
       return runs_compare_command(global, compare_runs, compare_format);
     }
     if (*remove) {
-      return runs_delete_command(global, delete_runs);
+      return runs_delete_command(global, delete_runs, delete_format);
     }
     if (*gc) {
       return gc_command(global, gc_options);

@@ -63,7 +63,7 @@ struct SearchOptions {
 };
 int runs_search_command(const GlobalOptions& global, const SearchOptions& options);
 int runs_compare_command(const GlobalOptions& global, const std::vector<std::string>& runs, OutputFormat format);
-int runs_delete_command(const GlobalOptions& global, const std::vector<std::string>& runs);
+int runs_delete_command(const GlobalOptions& global, const std::vector<std::string>& runs, OutputFormat format);
 
 struct GcOptions {
   /// -1: no such rule.

@@ -35,7 +35,9 @@ std::string exit_text(const std::optional<core::AttemptEnd>& end) {
   if (!end) {
     return "-";
   }
-  if (!end->error.empty()) {
+  // An attempt that never ran has only its error; one that exited (0 even,
+  // when what it recorded was refused) shows how, and REASON says why.
+  if (!end->error.empty() && !end->exit_code && end->signal == 0) {
     return end->error;
   }
   std::string text;
@@ -112,11 +114,10 @@ void print_runs(const std::vector<core::RunRecord>& runs, OutputFormat format, c
                  "steps_total", "steps_succeeded", "steps_failed", "user", "host"});
     auto optional_text = [](const auto& value) { return value ? std::to_string(*value) : std::string(); };
     for (const auto& r : runs) {
-      const std::optional<std::int64_t> duration =
-          r.ended_ms ? std::optional<std::int64_t>(*r.ended_ms - r.started_ms) : std::nullopt;
+      const std::string duration = r.ended_ms ? std::to_string(*r.ended_ms - r.started_ms) : std::string();
       table.add({std::to_string(r.number), r.id, r.workflow_name, std::string(core::to_string(r.status)),
                  optional_text(r.exit_code), std::to_string(r.started_ms), optional_text(r.ended_ms),
-                 optional_text(duration), std::to_string(r.steps.total()), std::to_string(r.steps.succeeded),
+                 duration, std::to_string(r.steps.total()), std::to_string(r.steps.succeeded),
                  std::to_string(r.steps.failed), r.user, r.host});
     }
     table.print_csv(std::cout);

@@ -10,6 +10,7 @@
 #include "core/tracker_store.hpp"
 #include "core/tracking_recorder.hpp"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -48,6 +49,15 @@ int log_command(const std::string& what, const std::vector<std::string>& args) {
                    "kiln: error: kiln log records for the step it runs in, but %s is not set; call it from a step "
                    "of `kiln run`\n",
                    name);
+      return k_exit_usage;
+    }
+  }
+  for (const auto& arg : args) {
+    // The protocol cannot carry them, and they would break tables later.
+    if (std::any_of(arg.begin(), arg.end(), [](unsigned char c) { return c < 0x20 || c == 0x7f; })) {
+      std::fprintf(stderr,
+                   "kiln: error: kiln log %s: '%s' holds a control character (a newline?); values are one line\n",
+                   what.c_str(), arg.c_str());
       return k_exit_usage;
     }
   }

@@ -211,7 +211,7 @@ int runs_compare_command(const GlobalOptions& global, const std::vector<std::str
 
 // ---- runs delete ----
 
-int runs_delete_command(const GlobalOptions& global, const std::vector<std::string>& refs) {
+int runs_delete_command(const GlobalOptions& global, const std::vector<std::string>& refs, OutputFormat format) {
   std::unique_ptr<core::TrackerStore> store;
   if (int status = open_history(global, store); status != k_exit_ok) {
     return status;
@@ -227,6 +227,20 @@ int runs_delete_command(const GlobalOptions& global, const std::vector<std::stri
   auto deleted = store->delete_runs(numbers);
   if (!deleted) {
     return report(deleted.error(), k_exit_step_failed);
+  }
+  if (format == OutputFormat::json) {
+    nlohmann::json out{
+        {"runs", deleted->runs}, {"blobs_removed", deleted->blobs_removed}, {"bytes_freed", deleted->bytes_freed}};
+    std::cout << out.dump(2) << '\n';
+    return k_exit_ok;
+  }
+  if (format == OutputFormat::csv) {
+    Table table({"run"});
+    for (auto n : deleted->runs) {
+      table.add({std::to_string(n)});
+    }
+    table.print_csv(std::cout);
+    return k_exit_ok;
   }
   for (auto n : deleted->runs) {
     std::printf("deleted run %lld\n", static_cast<long long>(n));
@@ -507,12 +521,20 @@ int artifacts_get_command(const GlobalOptions& global, const ArtifactGetOptions&
   if (is_file && (into_directory || fs::is_directory(dest, ec))) {
     dest /= base;
   }
+  if (!is_file && fs::exists(dest, ec) && !fs::is_directory(dest, ec)) {
+    return report("'" + wanted + "' is a directory of artifacts, and " + dest.string() +
+                      " is a file; give -o a directory (new or existing)",
+                  k_exit_usage);
+  }
   for (const auto* a : matches) {
     fs::path target = dest;
     if (!is_file) {
       target = dest / fs::path(a->path.substr(wanted.size() + 1));
     }
-    fs::create_directories(target.parent_path().empty() ? fs::path(".") : target.parent_path(), ec);
+    const fs::path parent = target.parent_path().empty() ? fs::path(".") : target.parent_path();
+    if (fs::create_directories(parent, ec); ec) {
+      return report("cannot create " + parent.string() + ": " + ec.message(), k_exit_usage);
+    }
     if (auto copied = opened.store->blobs().copy_out(a->sha256, target); !copied) {
       return report(copied.error(), k_exit_internal);
     }

@@ -1,6 +1,7 @@
 #include "core/tracking_recorder.hpp"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -13,7 +14,13 @@ namespace {
 constexpr Millis k_refresh_interval{250};
 /// Problems kept per attempt for its failure reason; the rest are counted.
 constexpr std::size_t k_kept_errors = 5;
+/// File times and the runner's clock may disagree by a file system's
+/// timestamp granularity.
+constexpr std::int64_t k_clock_slack_ms = 1000;
 constexpr std::size_t k_read_chunk = 256 * 1024;
+/// A ::kiln:: line longer than this is refused rather than held in memory
+/// and written to the store (a runaway print must not take the runner down).
+constexpr std::size_t k_max_command_line = 64 * 1024;
 
 std::string join_errors(const std::vector<std::string>& errors, std::int64_t count) {
   std::string text;
@@ -117,7 +124,7 @@ TrackingRecorder::Tail* TrackingRecorder::tail_of(int step) {
 }
 
 void TrackingRecorder::attempt_started(int step, int attempt, const LaunchSpec& spec, const JobStarted& /*job*/,
-                                       std::int64_t /*at_ms*/) {
+                                       std::int64_t at_ms) {
   const PlannedStep& planned = m_plan.steps[step];
   if (attempt == 1 && !planned.tags.empty()) {
     // A failure here is the store's (the tags were validated): it shows in
@@ -130,6 +137,7 @@ void TrackingRecorder::attempt_started(int step, int attempt, const LaunchSpec& 
   Tail tail;
   tail.step = step;
   tail.attempt = attempt;
+  tail.started_ms = at_ms;
   tail.path = spec.stdout_path;
   m_tails.push_back(std::move(tail));
   if (!m_next) {
@@ -140,7 +148,7 @@ void TrackingRecorder::attempt_started(int step, int attempt, const LaunchSpec& 
 void TrackingRecorder::attempt_finished(int step, int /*attempt*/, const AttemptOutcome& /*outcome*/,
                                         std::int64_t /*at_ms*/, std::optional<Millis> /*retry_in*/) {
   if (Tail* tail = tail_of(step)) {
-    drain(*tail, true);
+    drain(*tail, Drain::ended);
     close(*tail);
   }
 }
@@ -151,7 +159,7 @@ std::optional<TimePoint> TrackingRecorder::next_refresh() const {
 
 void TrackingRecorder::refresh(TimePoint now) {
   for (auto& tail : m_tails) {
-    drain(tail, false);
+    drain(tail, Drain::running);
   }
   m_next = m_tails.empty() ? std::nullopt : std::optional<TimePoint>(now + k_refresh_interval);
 }
@@ -174,7 +182,7 @@ void TrackingRecorder::close(Tail& tail) {
   }
 }
 
-void TrackingRecorder::drain(Tail& tail, bool final) {
+void TrackingRecorder::drain(Tail& tail, Drain mode) {
   if (tail.fd < 0) {
     tail.fd = ::open(tail.path.c_str(), O_RDONLY | O_CLOEXEC);
     if (tail.fd < 0) {
@@ -239,27 +247,47 @@ void TrackingRecorder::drain(Tail& tail, bool final) {
     std::string_view data(buffer.data(), static_cast<std::size_t>(got));
     for (;;) {
       const std::size_t newline = data.find('\n');
-      if (newline == std::string_view::npos) {
-        // Only a line that may be a command is worth keeping whole; others
-        // are skipped to their end, however long.
+      const std::string_view piece = data.substr(0, newline);
+      const bool ends_line = newline != std::string_view::npos;
+      if (tail.partial.empty() && !tail.overlong && ends_line) {
+        if (piece.size() > k_max_command_line && piece.starts_with(k_protocol_prefix)) {
+          tail.overlong = true;
+        } else {
+          handle_line(piece); // the common case: a whole line in the buffer
+        }
+      } else if (!tail.overlong) {
+        // Only a line that may be a command is worth keeping; others are
+        // skipped to their end, however long.
         if (tail.partial.size() < k_protocol_prefix.size() ||
             std::string_view(tail.partial).starts_with(k_protocol_prefix)) {
-          tail.partial.append(data);
+          tail.partial.append(
+              piece.substr(0, k_max_command_line + 1 - std::min(tail.partial.size(), k_max_command_line + 1)));
         }
+        if (tail.partial.size() > k_max_command_line && std::string_view(tail.partial).starts_with(k_protocol_prefix)) {
+          tail.overlong = true;
+          tail.partial.clear();
+        } else if (ends_line) {
+          handle_line(tail.partial);
+          tail.partial.clear();
+        }
+      }
+      if (!ends_line) {
         break;
       }
-      std::string_view line = data.substr(0, newline);
-      if (!tail.partial.empty()) {
-        tail.partial.append(line);
-        handle_line(tail.partial);
-        tail.partial.clear();
-      } else {
-        handle_line(line);
+      if (tail.overlong) {
+        ++tail.line;
+        note(tail, "stdout line " + std::to_string(tail.line) + ": a ::kiln:: command longer than " +
+                       std::to_string(k_max_command_line / 1024) + " KiB was refused");
+        tail.overlong = false;
       }
       data.remove_prefix(newline + 1);
     }
   }
-  if (final && !tail.partial.empty()) {
+  if (mode == Drain::ended && tail.overlong) {
+    note(tail, "stdout line " + std::to_string(tail.line + 1) + ": a ::kiln:: command longer than " +
+                   std::to_string(k_max_command_line / 1024) + " KiB was refused");
+    tail.overlong = false;
+  } else if (mode == Drain::ended && !tail.partial.empty()) {
     handle_line(tail.partial);
     tail.partial.clear();
   }
@@ -270,10 +298,12 @@ std::string TrackingRecorder::collect(int step, int /*attempt*/) {
   const PlannedStep& planned = m_plan.steps[step];
   std::vector<std::string> errors;
   std::int64_t count = 0;
+  std::int64_t started_ms = 0;
   if (Tail* tail = tail_of(step)) {
-    drain(*tail, true);
+    drain(*tail, Drain::ended);
     errors = tail->errors;
     count = tail->error_count;
+    started_ms = tail->started_ms;
   }
   auto fail = [&](std::string error) {
     ++count;
@@ -284,9 +314,15 @@ std::string TrackingRecorder::collect(int step, int /*attempt*/) {
   const std::filesystem::path workdir = planned.workdir;
   if (!planned.metrics.empty()) {
     const auto file = workdir / planned.metrics;
-    std::error_code ec;
-    if (!std::filesystem::exists(file, ec)) {
+    struct stat info {};
+    if (::stat(file.c_str(), &info) != 0) {
       fail("the step did not write its metrics file " + file.string());
+    } else if (const std::int64_t written_ms = info.st_mtim.tv_sec * 1000LL + info.st_mtim.tv_nsec / 1000000;
+               written_ms + k_clock_slack_ms < started_ms) {
+      // Last night's file must not pass for tonight's results.
+      fail("the metrics file " + file.string() +
+           " was last written before this attempt started: the step did not "
+           "write it this time");
     } else if (auto points = read_metrics_file(file, m_clock.wall_ms(), m_yaml_to_json); !points) {
       fail(points.error());
     } else if (auto logged = m_store.log_metrics(m_run, planned.id, *points); !logged) {

@@ -64,11 +64,15 @@ private:
   struct Tail {
     int step = -1;
     int attempt = 0;
+    std::int64_t started_ms = 0;
     std::string path;
     int fd = -1;
     std::int64_t offset = 0;
-    /// The start of a line not yet ended by '\n'.
+    /// The start of a line not yet ended by '\n' (kept only while it may
+    /// be a command, and at most k_max_command_line bytes of it).
     std::string partial;
+    /// The current line is a command longer than the limit: skip to its end.
+    bool overlong = false;
     std::int64_t line = 0;
     /// What the step got wrong, in order; the first few are kept.
     std::vector<std::string> errors;
@@ -76,9 +80,14 @@ private:
   };
 
   Tail* tail_of(int step);
-  /// Reads what the log gained and records its commands; with `final`, an
-  /// unterminated last line counts too.
-  void drain(Tail& tail, bool final);
+  enum class Drain {
+    /// The step still runs: an unterminated last line waits for its end.
+    running,
+    /// The step has ended: an unterminated last line counts too.
+    ended,
+  };
+  /// Reads what the log gained and records its commands.
+  void drain(Tail& tail, Drain mode);
   void note(Tail& tail, std::string error);
   void close(Tail& tail);
 

@@ -44,7 +44,7 @@ namespace {
 using Names = std::vector<std::string_view>;
 
 const Names k_top_keys{"name", "description", "params", "env", "tags", "defaults", "steps"};
-const Names k_step_keys{"kind",    "description", "needs",   "run",        "workdir", "env",      "outputs",
+const Names k_step_keys{"kind",    "description", "needs",   "run",        "workdir", "env",       "outputs",
                         "metrics", "model",       "timeout", "kill_after", "retries", "resources", "tags"};
 const Names k_default_keys{"timeout", "kill_after", "retries", "resources", "workdir", "env"};
 const Names k_param_keys{"type", "default", "description"};
@@ -1102,6 +1102,10 @@ void Loader::load_step(const Node& key, const Node& value, Step& step, StepInfo&
           error_at(v, "'metrics' is empty; give the path of the metrics file");
         }
         forbid_templates(v, "metrics");
+        if (escapes_workdir(*path)) {
+          error_at(v, "metrics file " + quote(*path) +
+                          " is outside the step's workdir; the step's results are read from inside it");
+        }
         step.metrics = std::move(*path);
       }
     } else if (name == "model") {

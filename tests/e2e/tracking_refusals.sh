@@ -76,3 +76,19 @@ run_step 'echo "::kiln::metric kept=1"; echo "::kiln::metric broken"'
 expect_exit 1 "$KILN" run wf.yaml
 expect_exit 0 "$KILN" runs show last --output json
 expect_json 'd["step_list"][0]["metrics"]["kept"]["last"]' 1.0
+
+# A metrics file the attempt did not write (left from an earlier run) is not
+# passed off as this attempt's results.
+echo '{"accuracy": 0.99}' > wd/old.json
+touch -d '2 hours ago' wd/old.json
+run_step 'true' '    metrics: old.json'
+expect_exit 1 "$KILN" run wf.yaml
+expect_output "was last written before this attempt started"
+
+# A runaway ::kiln:: line is refused, not held in memory or stored.
+run_step "$PY -c \"print('::kiln::tag big=' + 'x' * 200000); print('::kiln::metric after=1')\""
+expect_exit 1 "$KILN" run wf.yaml
+expect_output "stdout line 1: a ::kiln:: command longer than 64 KiB was refused"
+expect_exit 0 "$KILN" runs show last --output json
+expect_json 'd["step_list"][0]["tags"]' "{}"
+expect_json 'd["step_list"][0]["metrics"]["after"]["last"]' 1.0
