@@ -23,3 +23,14 @@ expect_json '[(s["id"], s["kind"], s["status"]) for s in d["step_list"]]' \
   "[('prepare', 'task', 'succeeded'), ('train', 'train', 'succeeded'), ('evaluate', 'evaluate', 'succeeded'), ('predict', 'predict', 'succeeded')]"
 expect_exit 0 "$KILN" logs last evaluate
 expect_output "accuracy"
+
+# What the steps recorded: the train step's line protocol, the evaluate
+# step's metrics file, and the model with its evaluation.
+expect_exit 0 "$KILN" runs show last --output json
+expect_json '[s["params"] for s in d["step_list"] if s["id"] == "train"][0]' "{'rows': '105', 'solver': 'lbfgs'}"
+expect_json '[s["tags"] for s in d["step_list"] if s["id"] == "train"][0]' "{'model_family': 'logistic_regression'}"
+expect_json '0.8 <= [s["metrics"]["train_accuracy"]["last"] for s in d["step_list"] if s["id"] == "train"][0] <= 1' True
+expect_exit 0 "$KILN" models --workflow iris --output json
+expect_json '[(m["artifact"]["path"], sorted(s["key"] for s in m["metrics"])) for m in d]' "[('model.pkl', ['accuracy', 'f1', 'test_rows'])]"
+expect_exit 0 "$KILN" artifacts get last model.pkl -o fetched.pkl
+cmp fetched.pkl model.pkl || fail "the model fetched from the store differs"
