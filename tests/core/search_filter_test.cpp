@@ -1,10 +1,14 @@
 #include "core/search_filter.hpp"
+#include "core/tracker_store.hpp"
+#include "tests/support.hpp"
 
 #include "core/sqlite.hpp"
 
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <memory>
+#include <optional>
 #include <sstream>
 
 using namespace kiln::core;
@@ -75,64 +79,22 @@ std::string show(const FilterNode& node) {
   return text;
 }
 
-// --- A tracker-shaped database ------------------------------------------
-
-constexpr std::string_view k_schema = R"(
-PRAGMA case_sensitive_like = ON;
-CREATE TABLE runs (
-  number INTEGER PRIMARY KEY,
-  id TEXT NOT NULL UNIQUE,
-  workflow_name TEXT NOT NULL,
-  status TEXT NOT NULL,
-  started_ms INTEGER NOT NULL,
-  ended_ms INTEGER,
-  user TEXT NOT NULL DEFAULT '',
-  host TEXT NOT NULL DEFAULT '',
-  git_commit TEXT NOT NULL DEFAULT '',
-  git_branch TEXT NOT NULL DEFAULT ''
-);
-CREATE TABLE params (
-  run INTEGER NOT NULL REFERENCES runs (number) ON DELETE CASCADE,
-  step TEXT NOT NULL,
-  key TEXT NOT NULL,
-  value TEXT NOT NULL,
-  PRIMARY KEY (run, step, key)
-) WITHOUT ROWID;
-CREATE INDEX params_by_key ON params (key, value, run);
-CREATE TABLE tags (
-  run INTEGER NOT NULL REFERENCES runs (number) ON DELETE CASCADE,
-  step TEXT NOT NULL,
-  key TEXT NOT NULL,
-  value TEXT NOT NULL,
-  PRIMARY KEY (run, step, key)
-) WITHOUT ROWID;
-CREATE INDEX tags_by_key ON tags (key, value, run);
-CREATE TABLE metric_series (
-  id INTEGER PRIMARY KEY,
-  run INTEGER NOT NULL REFERENCES runs (number) ON DELETE CASCADE,
-  step TEXT NOT NULL,
-  key TEXT NOT NULL,
-  count INTEGER NOT NULL DEFAULT 0,
-  last_value REAL,
-  last_step INTEGER NOT NULL DEFAULT 0,
-  last_ms INTEGER NOT NULL DEFAULT 0,
-  min_value REAL,
-  max_value REAL,
-  UNIQUE (run, step, key)
-);
-CREATE INDEX metric_series_by_key ON metric_series (key, last_value, run);
-)";
+// --- A real tracker store's database --------------------------------------
+// Opened through TrackerStore so the schema is exactly what the migrations
+// make, then filled with raw rows for the cases below.
 
 // Run 1: alice's successful lr run; 2: bob's failed svm run whose accuracy
 // was logged by a step; 3: still running, NaN accuracy (stored as NULL);
 // 4: carol's 'Lr' run; 5: nothing logged at all.
 constexpr std::string_view k_data = R"(
-INSERT INTO runs (number, id, workflow_name, status, started_ms, ended_ms, user, git_branch) VALUES
-  (1, 'a1', 'train', 'succeeded', 1000, 5000, 'alice', 'main'),
-  (2, 'b2', 'train', 'failed', 2000, 2500, 'bob', 'dev'),
-  (3, 'c3', 'eval', 'running', 3000, NULL, 'alice', 'main'),
-  (4, 'd4', 'train', 'succeeded', 4000, 10000, 'carol', 'main'),
-  (5, 'e5', 'deploy', 'cancelled', 4000, 4500, 'dave', 'main');
+INSERT INTO workflow_sources (sha256, content) VALUES ('h', 'name: x');
+INSERT INTO runs (number, id, workflow_name, workflow_file, workflow_hash, workflow_source, status, started_ms,
+                  ended_ms, user, git_branch) VALUES
+  (1, 'a1', 'train', 'w.yaml', 'h', 'h', 'succeeded', 1000, 5000, 'alice', 'main'),
+  (2, 'b2', 'train', 'w.yaml', 'h', 'h', 'failed', 2000, 2500, 'bob', 'dev'),
+  (3, 'c3', 'eval', 'w.yaml', 'h', 'h', 'running', 3000, NULL, 'alice', 'main'),
+  (4, 'd4', 'train', 'w.yaml', 'h', 'h', 'succeeded', 4000, 10000, 'carol', 'main'),
+  (5, 'e5', 'deploy', 'w.yaml', 'h', 'h', 'cancelled', 4000, 4500, 'dave', 'main');
 INSERT INTO params (run, step, key, value) VALUES
   (1, '', 'model', 'lr'), (1, '', 'C', '1'), (1, '', 'lr', '0.01'), (1, 'fit', 'epochs', '10'),
   (2, '', 'model', 'svm'), (2, '', 'C', '1.0'), (2, '', 'lr', '1e-3'),
@@ -148,14 +110,26 @@ INSERT INTO metric_series (run, step, key, last_value, last_ms) VALUES
   (4, '', 'accuracy', 0.9, 100);
 )";
 
-sqlite::Database tracker_database() {
-  Expected<sqlite::Database> database = sqlite::Database::open(":memory:");
+struct TrackerDatabase {
+  kiln::test::TempDir dir;
+  std::optional<sqlite::Database> database;
+};
+
+std::unique_ptr<TrackerDatabase> tracker_database() {
+  auto made = std::make_unique<TrackerDatabase>();
+  {
+    Expected<std::unique_ptr<TrackerStore>> store = TrackerStore::open(made->dir.path());
+    REQUIRE_MESSAGE(store.ok(), (store.ok() ? "" : store.error()));
+  }
+  Expected<sqlite::Database> database = sqlite::Database::open(made->dir.path() / "kiln.db");
   REQUIRE(database.ok());
-  Expected<void> schema = database->exec(k_schema);
-  REQUIRE_MESSAGE(schema.ok(), schema.error());
-  Expected<void> data = database->exec(k_data);
+  made->database.emplace(std::move(database).value());
+  // As the store's own connection does.
+  Expected<void> like = made->database->exec("PRAGMA case_sensitive_like = ON");
+  REQUIRE(like.ok());
+  Expected<void> data = made->database->exec(k_data);
   REQUIRE_MESSAGE(data.ok(), data.error());
-  return std::move(database).value();
+  return made;
 }
 
 /// The run numbers `filter` selects, in `order` (the default: newest first).
@@ -374,13 +348,15 @@ TEST_SUITE("core::SearchFilter") {
     CHECK(std::get<std::string>(sql.args[0]) == "secret key");
     CHECK(std::get<std::string>(sql.args[1]) == "secret value");
 
-    sqlite::Database database = tracker_database();
+    auto tracker = tracker_database();
+    sqlite::Database& database = *tracker->database;
     CHECK(matching(database, "params.model = 'x'' OR 1=1 --'") == Runs{});
     CHECK(matching(database, "tags.`my key` = 'x'") == Runs{3});
   }
 
   TEST_CASE("metrics: any series of the key, NULL (NaN) never matches") {
-    sqlite::Database database = tracker_database();
+    auto tracker = tracker_database();
+    sqlite::Database& database = *tracker->database;
     CHECK(matching(database, "metrics.accuracy > 0.85") == Runs{1, 4});
     CHECK(matching(database, "metrics.accuracy >= 0.8") == Runs{1, 2, 4});
     CHECK(matching(database, "metrics.accuracy < 0.6") == Runs{2});
@@ -391,7 +367,8 @@ TEST_SUITE("core::SearchFilter") {
   }
 
   TEST_CASE("params and tags as text: =, != (never without the key), LIKE, ILIKE, IN") {
-    sqlite::Database database = tracker_database();
+    auto tracker = tracker_database();
+    sqlite::Database& database = *tracker->database;
     CHECK(matching(database, "params.model = 'lr'") == Runs{1, 3});
     CHECK(matching(database, "params.model != 'lr'") == Runs{2, 4});
     CHECK(matching(database, "params.model LIKE 'l%'") == Runs{1, 3});
@@ -409,7 +386,8 @@ TEST_SUITE("core::SearchFilter") {
   }
 
   TEST_CASE("params compared with a number compare numerically, only when the value is a number") {
-    sqlite::Database database = tracker_database();
+    auto tracker = tracker_database();
+    sqlite::Database& database = *tracker->database;
     // C: 1 -> '1', 2 -> '1.0', 3 -> 'abc', 4 -> '10'.
     CHECK(matching(database, "params.C = 1") == Runs{1, 2});
     CHECK(matching(database, "params.C != 1") == Runs{4});
@@ -426,7 +404,8 @@ TEST_SUITE("core::SearchFilter") {
   }
 
   TEST_CASE("attributes") {
-    sqlite::Database database = tracker_database();
+    auto tracker = tracker_database();
+    sqlite::Database& database = *tracker->database;
     CHECK(matching(database, "attributes.status = 'failed'") == Runs{2});
     CHECK(matching(database, "attributes.status = 'SUCCEEDED'") == Runs{1, 4});
     CHECK(matching(database, "attributes.status IN ('succeeded', 'cancelled')") == Runs{1, 4, 5});
@@ -445,7 +424,8 @@ TEST_SUITE("core::SearchFilter") {
   }
 
   TEST_CASE("AND, OR and parentheses") {
-    sqlite::Database database = tracker_database();
+    auto tracker = tracker_database();
+    sqlite::Database& database = *tracker->database;
     CHECK(matching(database, "attributes.user = 'alice' and metrics.loss < 0.3") == Runs{1});
     CHECK(matching(database, "params.model = 'svm' or attributes.user = 'alice' and metrics.loss > 0.3") == Runs{2, 3});
     CHECK(matching(database, "(params.model = 'svm' or attributes.user = 'alice') and metrics.loss > 0.3") == Runs{3});
@@ -454,7 +434,8 @@ TEST_SUITE("core::SearchFilter") {
   }
 
   TEST_CASE("ordering: missing values last in both directions, newest run breaks ties") {
-    sqlite::Database database = tracker_database();
+    auto tracker = tracker_database();
+    sqlite::Database& database = *tracker->database;
     // accuracy: 1 -> 0.95, 2 -> 0.8 (latest series), 3 -> NaN, 4 -> 0.9, 5 -> none.
     CHECK(select_runs(database, "", "metrics.accuracy DESC") == Runs{1, 4, 2, 5, 3});
     CHECK(select_runs(database, "", "metrics.accuracy") == Runs{2, 4, 1, 5, 3});
