@@ -189,6 +189,45 @@ CREATE TABLE artifacts (
 ) WITHOUT ROWID;
 CREATE INDEX artifacts_by_blob ON artifacts (sha256);
 )sql"},
+    {3, R"sql(
+-- Runs recorded before schema 2 have params_json and the identity columns
+-- but no params or tags rows, so search and compare missed them. Rebuild
+-- the rows create_run writes. A param's text is param_text's: a string
+-- unquoted, anything else as the JSON text params_json holds (written by
+-- the same dump), which `->` returns verbatim where json_each's value would
+-- reformat reals (1e-05 -> 1.0e-05); a key `->` cannot address falls back
+-- to the value. Malformed or non-object params_json yields no params.
+-- (Each INSERT ... SELECT reads its own target, so SQLite materialises the
+-- selection before inserting: NOT EXISTS sees the table as it was.)
+INSERT OR IGNORE INTO params (run, step, key, value)
+SELECT r.number, '', p.key,
+       CASE p.type
+         WHEN 'text' THEN p.value
+         WHEN 'true' THEN 'true'
+         WHEN 'false' THEN 'false'
+         WHEN 'null' THEN 'null'
+         ELSE coalesce(r.params_json -> p.fullkey, CAST(p.value AS TEXT))
+       END
+FROM runs AS r,
+     json_each(CASE WHEN json_valid(r.params_json) AND json_type(r.params_json) = 'object'
+                    THEN r.params_json ELSE '{}' END) AS p
+WHERE NOT EXISTS (SELECT 1 FROM params AS x WHERE x.run = r.number);
+
+INSERT OR IGNORE INTO tags (run, step, key, value)
+SELECT number, '', key, value FROM (
+  SELECT number, 'kiln.user' AS key, user AS value, 1 AS wanted FROM runs
+  UNION ALL SELECT number, 'kiln.host', host, 1 FROM runs
+  UNION ALL SELECT number, 'kiln.git.commit', git_commit, git_commit <> '' FROM runs
+  UNION ALL SELECT number, 'kiln.git.branch', git_branch, git_commit <> '' FROM runs
+  UNION ALL SELECT number, 'kiln.git.dirty', CASE WHEN git_dirty THEN 'true' ELSE 'false' END, git_commit <> ''
+            FROM runs
+  UNION ALL SELECT number, 'kiln.workflow.file', workflow_file, 1 FROM runs
+  UNION ALL SELECT number, 'kiln.workflow.hash', workflow_hash, 1 FROM runs
+  UNION ALL SELECT number, 'kiln.version', kiln_version, 1 FROM runs
+  UNION ALL SELECT number, 'kiln.command', command_line, 1 FROM runs
+) AS t
+WHERE wanted AND NOT EXISTS (SELECT 1 FROM tags AS x WHERE x.run = t.number);
+)sql"},
 };
 
 constexpr int k_schema_version = k_migrations[std::size(k_migrations) - 1].version;

@@ -151,7 +151,7 @@ TEST_SUITE("core::TrackerStore") {
                           "ALTER TABLE steps DROP COLUMN workdir; PRAGMA user_version = 1"));
     }
     auto store = open_store(dir);
-    CHECK(count_rows(dir / "kiln.db", "PRAGMA user_version") == 2);
+    CHECK(count_rows(dir / "kiln.db", "PRAGMA user_version") == TrackerStore::schema_version());
     RunRecord old = ok(store->run(1));
     CHECK(old.workflow_name == "flow");
     std::vector<StepRecord> steps = ok(store->steps(1));
@@ -163,6 +163,101 @@ TEST_SUITE("core::TrackerStore") {
 
     RunRecord fresh = create(*store, make_run());
     CHECK(ok(store->steps(fresh.number))[1].workdir == "/work/train");
+  }
+
+  TEST_CASE("migration 3 gives version 1 runs the params and system tags create_run writes") {
+    TempDir temp;
+    fs::path dir = temp.path() / ".kiln";
+    NewRun in_git = make_run("git");
+    in_git.git_commit = "deadbeef";
+    in_git.git_branch = "main";
+    in_git.git_dirty = true;
+    NewRun odd = make_run("odd");
+    odd.params = {{"tiny", 1e-05},          {"whole", 2.0},      {"big", -12345678901234},
+                  {"off", false},           {"none", nullptr},   {"list", {1, "a\"b"}},
+                  {"nested", {{"k", 0.5}}}, {"quote\"key", 1.5}, {"text", "\u00e9 \"q\""}};
+    std::map<std::int64_t, std::vector<KeyValue>> expected_params;
+    std::map<std::int64_t, std::vector<KeyValue>> expected_tags;
+    {
+      auto store = open_store(dir);
+      for (const NewRun& new_run : {make_run(), in_git, odd}) {
+        RunRecord run = create(*store, new_run);
+        expected_params[run.number] = ok(store->params(run.number));
+        expected_tags[run.number] = ok(store->tags(run.number));
+      }
+      NewRun broken = make_run("broken");
+      broken.params = nlohmann::json::array({1, 2});
+      create(*store, broken);
+    }
+    {
+      // Back to version 1: what migration 2 adds, removed; then a run whose
+      // params_json is not JSON at all.
+      sqlite::Database database = ok(sqlite::Database::open(dir / "kiln.db"));
+      check(database.exec("DROP TABLE artifacts; DROP TABLE blobs; DROP TABLE metric_points; "
+                          "DROP TABLE metric_series; DROP TABLE tags; DROP TABLE params; "
+                          "ALTER TABLE steps DROP COLUMN workdir; "
+                          "INSERT INTO runs (id, workflow_name, workflow_file, workflow_hash, workflow_source, "
+                          "params_json, status, started_ms) SELECT 'x', 'bad', '', '', workflow_source, "
+                          "'{not json', 'failed', 0 FROM runs LIMIT 1; "
+                          "PRAGMA user_version = 1"));
+    }
+    auto store = open_store(dir);
+    CHECK(count_rows(dir / "kiln.db", "PRAGMA user_version") == TrackerStore::schema_version());
+    auto same = [](const std::vector<KeyValue>& got, const std::vector<KeyValue>& want) {
+      REQUIRE(got.size() == want.size());
+      for (std::size_t i = 0; i < got.size(); ++i) {
+        CHECK(got[i].step_id == want[i].step_id);
+        CHECK(got[i].key == want[i].key);
+        CHECK(got[i].value == want[i].value);
+      }
+    };
+    for (const auto& [number, params] : expected_params) {
+      CAPTURE(number);
+      same(ok(store->params(number)), params);
+      same(ok(store->tags(number)), expected_tags[number]);
+    }
+    // Spelled out, so the test does not rest on create_run alone.
+    std::map<std::string, std::string> odd_params;
+    for (const KeyValue& param : ok(store->params(3))) {
+      odd_params[param.key] = param.value;
+    }
+    CHECK(odd_params == std::map<std::string, std::string>{{"tiny", "1e-05"},
+                                                           {"whole", "2.0"},
+                                                           {"big", "-12345678901234"},
+                                                           {"off", "false"},
+                                                           {"none", "null"},
+                                                           {"list", "[1,\"a\\\"b\"]"},
+                                                           {"nested", "{\"k\":0.5}"},
+                                                           {"quote\"key", "1.5"},
+                                                           {"text", "\u00e9 \"q\""}});
+    std::map<std::string, std::string> git_tags;
+    for (const KeyValue& tag : ok(store->tags(2))) {
+      git_tags[tag.key] = tag.value;
+    }
+    CHECK(git_tags == std::map<std::string, std::string>{{"kiln.user", "ada"},
+                                                         {"kiln.host", "box"},
+                                                         {"kiln.git.commit", "deadbeef"},
+                                                         {"kiln.git.branch", "main"},
+                                                         {"kiln.git.dirty", "true"},
+                                                         {"kiln.workflow.file", "/work/flow.yaml"},
+                                                         {"kiln.workflow.hash", "abc"},
+                                                         {"kiln.version", "0.2.0"},
+                                                         {"kiln.command", "kiln run flow.yaml"}});
+    CHECK(ok(store->params(4)).empty());
+    CHECK(ok(store->params(5)).empty());
+    CHECK(ok(store->tags(5)).size() == 6);
+
+    auto search = [&](std::string_view filter) {
+      std::vector<std::int64_t> numbers;
+      for (const RunRecord& run : ok(store->search_runs(std::get<FilterNode>(parse_search_filter(filter)), {}, 0))) {
+        numbers.push_back(run.number);
+      }
+      return numbers;
+    };
+    using Numbers = std::vector<std::int64_t>;
+    CHECK(search("params.lr = '0.01' AND tags.kiln.user = 'ada'") == Numbers{2, 1});
+    CHECK(search("params.fast = 'true' AND tags.`kiln.git.branch` = 'main'") == Numbers{2});
+    CHECK(search("params.tiny = '1e-05'") == Numbers{3});
   }
 
   TEST_CASE("create_run records workdirs, params as text and system tags, then the run's tags") {
