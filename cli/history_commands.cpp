@@ -101,7 +101,24 @@ std::string csv_text(const nlohmann::json& value) {
 
 void print_runs(const std::vector<core::RunRecord>& runs, OutputFormat format, const core::TrackerStore& store) {
   if (format == OutputFormat::json) {
-    std::cout << nlohmann::json(runs).dump(2) << '\n';
+    // One run at a time: a search may match tens of thousands, and a whole
+    // document in memory first costs more than the query (page faults).
+    std::string text = "[";
+    for (std::size_t i = 0; i < runs.size(); ++i) {
+      text += i == 0 ? "\n  " : ",\n  ";
+      const std::string item = nlohmann::json(runs[i]).dump(2);
+      for (char c : item) {
+        text += c;
+        if (c == '\n') {
+          text += "  ";
+        }
+      }
+      if (text.size() > 1 << 16) {
+        std::cout << text;
+        text.clear();
+      }
+    }
+    std::cout << text << (runs.empty() ? "]\n" : "\n]\n");
     return;
   }
   if (runs.empty() && format == OutputFormat::table) {
@@ -116,9 +133,9 @@ void print_runs(const std::vector<core::RunRecord>& runs, OutputFormat format, c
     for (const auto& r : runs) {
       const std::string duration = r.ended_ms ? std::to_string(*r.ended_ms - r.started_ms) : std::string();
       table.add({std::to_string(r.number), r.id, r.workflow_name, std::string(core::to_string(r.status)),
-                 optional_text(r.exit_code), std::to_string(r.started_ms), optional_text(r.ended_ms),
-                 duration, std::to_string(r.steps.total()), std::to_string(r.steps.succeeded),
-                 std::to_string(r.steps.failed), r.user, r.host});
+                 optional_text(r.exit_code), std::to_string(r.started_ms), optional_text(r.ended_ms), duration,
+                 std::to_string(r.steps.total()), std::to_string(r.steps.succeeded), std::to_string(r.steps.failed),
+                 r.user, r.host});
     }
     table.print_csv(std::cout);
     return;
