@@ -1,7 +1,5 @@
 #include "cli/output.hpp"
 
-#include <nlohmann/json.hpp>
-
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
@@ -88,16 +86,6 @@ char* to_chars_metric(char* out, double value) {
 std::string format_metric(double value) {
   char buf[32];
   return std::string(buf, to_chars_metric(buf, value));
-}
-
-nlohmann::json metric_json(double value) {
-  if (std::isnan(value)) {
-    return "NaN";
-  }
-  if (std::isinf(value)) {
-    return value > 0 ? "Infinity" : "-Infinity";
-  }
-  return value;
 }
 
 FastWriter::FastWriter(int fd) : m_fd(fd), m_buffer(new char[k_capacity]) {}

@@ -4,7 +4,6 @@
 // for outputs of a million lines. Off a terminal nothing is coloured and no
 // value is cut short.
 
-#include <nlohmann/json_fwd.hpp>
 #include <unistd.h>
 
 #include <cstdint>
@@ -34,9 +33,6 @@ void write_csv_row(std::ostream& out, const std::vector<std::string>& fields);
 /// The shortest text that reads back as the same double (std::to_chars):
 /// 0.41, 1e-05, 123456789, 1e+20; "nan", "inf" and "-inf" otherwise.
 std::string format_metric(double value);
-/// A metric value for JSON, which has no NaN or infinity: a number, or the
-/// strings "NaN", "Infinity" and "-Infinity" as MLflow writes them.
-nlohmann::json metric_json(double value);
 
 /// Text for a million lines in tens of milliseconds: collected in a 64 KiB
 /// buffer and written to a file descriptor with write(2), with no iostream

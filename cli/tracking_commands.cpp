@@ -155,7 +155,7 @@ int runs_compare_command(const GlobalOptions& global, const std::vector<std::str
     for (const auto& c : columns) {
       auto it = c.metrics.find(name);
       row.texts.push_back(it == c.metrics.end() ? std::nullopt : std::optional(format_metric(it->second)));
-      row.values.push_back(it == c.metrics.end() ? nlohmann::json() : metric_json(it->second));
+      row.values.push_back(it == c.metrics.end() ? nlohmann::json() : core::metric_value_json(it->second));
     }
     rows.push_back(std::move(row));
   }
@@ -412,7 +412,7 @@ int metrics_command(const GlobalOptions& global, const MetricsOptions& options) 
         if (std::isfinite(p.value)) {
           out.append_double(p.value);
         } else {
-          out.append(metric_json(p.value).dump());
+          out.append(core::metric_value_json(p.value).dump());
         }
         out.append("}");
       } else {

@@ -1270,14 +1270,22 @@ Expected<void> TrackerStore::check_step(std::int64_t run, std::string_view step)
   return no_run(run);
 }
 
-Expected<void> TrackerStore::log_metrics(std::int64_t run, std::string_view step,
-                                         const std::vector<MetricPoint>& points) {
+Expected<Transaction> TrackerStore::begin_step_write(std::int64_t run, std::string_view step) {
   Expected<Transaction> transaction = m_database.begin(TransactionKind::immediate);
   if (!transaction) {
     return Error{transaction.error()};
   }
   if (Expected<void> exists = check_step(run, step); !exists) {
-    return exists;
+    return Error{exists.error()};
+  }
+  return transaction;
+}
+
+Expected<void> TrackerStore::log_metrics(std::int64_t run, std::string_view step,
+                                         const std::vector<MetricPoint>& points) {
+  Expected<Transaction> transaction = begin_step_write(run, step);
+  if (!transaction) {
+    return Error{transaction.error()};
   }
   static const std::string k_batch_sql = points_insert_sql(k_points_per_insert);
   static const std::string k_single_sql = points_insert_sql(1);
@@ -1428,12 +1436,9 @@ Expected<void> TrackerStore::log_metrics(std::int64_t run, std::string_view step
 }
 
 Expected<void> TrackerStore::log_params(std::int64_t run, std::string_view step, const KeyValues& params) {
-  Expected<Transaction> transaction = m_database.begin(TransactionKind::immediate);
+  Expected<Transaction> transaction = begin_step_write(run, step);
   if (!transaction) {
     return Error{transaction.error()};
-  }
-  if (Expected<void> exists = check_step(run, step); !exists) {
-    return exists;
   }
   for (const auto& [key, value] : params) {
     std::optional<std::string> logged;
@@ -1465,12 +1470,9 @@ Expected<void> TrackerStore::log_params(std::int64_t run, std::string_view step,
 }
 
 Expected<void> TrackerStore::set_tags(std::int64_t run, std::string_view step, const KeyValues& tags) {
-  Expected<Transaction> transaction = m_database.begin(TransactionKind::immediate);
+  Expected<Transaction> transaction = begin_step_write(run, step);
   if (!transaction) {
     return Error{transaction.error()};
-  }
-  if (Expected<void> exists = check_step(run, step); !exists) {
-    return exists;
   }
   if (Expected<void> done = upsert_tags(m_database, run, step, tags); !done) {
     return done;
@@ -1490,12 +1492,9 @@ Expected<void> TrackerStore::add_artifacts(std::int64_t run, std::string_view st
   // The write lock is held from here to the commit, blob renames included:
   // gc removes blob files only under it, so it never sees a blob renamed
   // into place whose row is not yet written.
-  Expected<Transaction> transaction = m_database.begin(TransactionKind::immediate);
+  Expected<Transaction> transaction = begin_step_write(run, step);
   if (!transaction) {
     return fail(0, transaction.error());
-  }
-  if (Expected<void> exists = check_step(run, step); !exists) {
-    return fail(0, exists.error());
   }
   for (std::size_t i = 0; i < artifacts.size(); ++i) {
     const NewArtifact& artifact = artifacts[i];

@@ -399,6 +399,9 @@ private:
   Error no_run(std::int64_t number) const;
   /// An error unless the run has the step (step "" = the run itself).
   Expected<void> check_step(std::int64_t run, std::string_view step);
+  /// A write transaction (BEGIN IMMEDIATE) for what a step records, once the
+  /// run is known to have the step.
+  Expected<sqlite::Transaction> begin_step_write(std::int64_t run, std::string_view step);
   /// Deletes the runs' rows, inside the caller's write transaction; returns
   /// their ids (for their log directories).
   Expected<std::vector<std::string>> delete_run_rows(const std::vector<std::int64_t>& runs);

@@ -233,8 +233,12 @@ void TrackingRecorder::drain(Tail& tail, Drain mode) {
     }
   };
 
-  std::string buffer;
-  buffer.resize(k_read_chunk);
+  // One buffer for every tail and refresh: the loop calls this four times a
+  // second per running step.
+  if (m_read_buffer.empty()) {
+    m_read_buffer.resize(k_read_chunk);
+  }
+  std::string& buffer = m_read_buffer;
   for (;;) {
     const ssize_t got = ::pread(tail.fd, buffer.data(), buffer.size(), tail.offset);
     if (got < 0 && errno == EINTR) {

@@ -97,6 +97,7 @@ private:
   const Clock& m_clock;
   YamlToJson m_yaml_to_json;
   std::vector<Tail> m_tails;
+  std::string m_read_buffer;
   std::optional<TimePoint> m_next;
 };
 

@@ -9,6 +9,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <string>
 #include <utility>
 
@@ -33,17 +34,33 @@ public:
   const std::filesystem::path& path() const { return m_path; }
   std::string file(const std::string& name) const { return (m_path / name).string(); }
   /// Writes `content` to `name` in the directory and returns its path.
-  std::filesystem::path write(const std::string& name, const std::string& content) const {
-    const std::filesystem::path path = m_path / name;
-    std::ofstream out(path, std::ios::binary);
-    out << content;
-    REQUIRE(out.good());
-    return path;
-  }
+  std::filesystem::path write(const std::string& name, const std::string& content) const;
 
 private:
   std::filesystem::path m_path;
 };
+
+/// Writes `content` to `path`, creating its directory; the test stops if it cannot.
+inline void write_file(const std::filesystem::path& path, const std::string& content) {
+  if (path.has_parent_path()) {
+    std::filesystem::create_directories(path.parent_path());
+  }
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << content;
+  REQUIRE(out.good());
+}
+
+/// The file's bytes; "" when it cannot be read.
+inline std::string read_file(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+inline std::filesystem::path TempDir::write(const std::string& name, const std::string& content) const {
+  const std::filesystem::path path = m_path / name;
+  write_file(path, content);
+  return path;
+}
 
 /// The value; the test stops with the error when there is none.
 template <typename T>

@@ -1,5 +1,6 @@
 #include "cli/console.hpp"
 #include "cli/output.hpp"
+#include "core/tracker_store.hpp"
 
 #include <doctest/doctest.h>
 #include <nlohmann/json.hpp>
@@ -15,7 +16,6 @@
 using kiln::cli::csv_field;
 using kiln::cli::FastWriter;
 using kiln::cli::format_metric;
-using kiln::cli::metric_json;
 using kiln::cli::OutputFormat;
 using kiln::cli::parse_output_format;
 using kiln::cli::Table;
@@ -130,11 +130,11 @@ TEST_SUITE("cli::format_metric") {
   }
 
   TEST_CASE("json follows MLflow for NaN and infinities") {
-    CHECK(metric_json(0.41).dump() == "0.41");
-    CHECK(metric_json(2.0).dump() == "2.0");
-    CHECK(metric_json(k_nan) == "NaN");
-    CHECK(metric_json(k_inf) == "Infinity");
-    CHECK(metric_json(-k_inf) == "-Infinity");
+    CHECK(kiln::core::metric_value_json(0.41).dump() == "0.41");
+    CHECK(kiln::core::metric_value_json(2.0).dump() == "2.0");
+    CHECK(kiln::core::metric_value_json(k_nan) == "NaN");
+    CHECK(kiln::core::metric_value_json(k_inf) == "Infinity");
+    CHECK(kiln::core::metric_value_json(-k_inf) == "-Infinity");
   }
 }
 

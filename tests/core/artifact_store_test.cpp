@@ -16,24 +16,14 @@
 #include <vector>
 using kiln::test::check;
 using kiln::test::ok;
+using kiln::test::read_file;
 using kiln::test::TempDir;
+using kiln::test::write_file;
 
 namespace fs = std::filesystem;
 using namespace kiln::core;
 
 namespace {
-
-void write_file(const fs::path& path, const std::string& content) {
-  fs::create_directories(path.parent_path());
-  std::ofstream out(path, std::ios::binary);
-  out << content;
-  REQUIRE(out.good());
-}
-
-std::string read_file(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
 
 std::vector<std::string> logical_paths(const std::vector<ArtifactFile>& files) {
   std::vector<std::string> paths;

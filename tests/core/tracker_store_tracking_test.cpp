@@ -21,7 +21,9 @@
 #include <vector>
 using kiln::test::check;
 using kiln::test::ok;
+using kiln::test::read_file;
 using kiln::test::TempDir;
+using kiln::test::write_file;
 
 namespace fs = std::filesystem;
 using namespace kiln::core;
@@ -85,18 +87,6 @@ RunRecord create_finished(TrackerStore& store, const std::string& name, std::int
 
 MetricPoint point(std::string key, double value, std::int64_t step = 0, std::int64_t timestamp_ms = 0) {
   return MetricPoint{std::move(key), value, step, timestamp_ms};
-}
-
-void write_file(const fs::path& path, const std::string& content) {
-  fs::create_directories(path.parent_path());
-  std::ofstream out(path, std::ios::binary);
-  out << content;
-  REQUIRE(out.good());
-}
-
-std::string read_file(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
 }
 
 TrackerStore::NewArtifact stage(TrackerStore& store, const fs::path& file, std::string logical,

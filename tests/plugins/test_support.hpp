@@ -19,17 +19,8 @@ namespace kiln::plugins::test {
 
 using TempDir = kiln::test::TempDir;
 
-inline std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream content;
-  content << in.rdbuf();
-  return content.str();
-}
-
-inline void write_file(const std::string& path, const std::string& content) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out << content;
-}
+using kiln::test::read_file;
+using kiln::test::write_file;
 
 /// Waits (test code may poll) until `path` exists and is not empty.
 inline bool wait_for_file(const std::string& path, std::chrono::milliseconds limit = std::chrono::seconds(10)) {
