@@ -80,7 +80,7 @@ std::vector<std::string> attempt_environment(const Plan& plan, const PlannedStep
   // base_env has one entry per name (make_plan merges it); a step sets a
   // handful, so a linear search per step variable beats building an index.
   std::vector<std::string> env;
-  env.reserve(plan.base_env.size() + step.env.size() + 1);
+  env.reserve(plan.base_env.size() + step.env.size() + 2);
   env.insert(env.end(), plan.base_env.begin(), plan.base_env.end());
   auto set = [&env](std::string entry) {
     const auto name = env_name(entry);
@@ -95,6 +95,10 @@ std::vector<std::string> attempt_environment(const Plan& plan, const PlannedStep
   for (const auto& e : step.env) {
     set(e);
   }
+  // Built per attempt rather than stored per step in the plan: most steps
+  // share a workdir, and 10,000 copies of it would only slow planning.
+  // `kiln log artifact` keeps artifacts inside it.
+  set("KILN_WORKDIR=" + step.workdir);
   set("KILN_ATTEMPT=" + std::to_string(attempt));
   return env;
 }
@@ -190,8 +194,6 @@ Expected<Plan> make_plan(const Workflow& workflow, const PlanContext& context) {
         it->second = absolute_dir(workflow.directory, *workdir);
       }
       ps.workdir = it->second;
-      // For `kiln log artifact`, which keeps artifacts inside it.
-      step_env.push_back("KILN_WORKDIR=" + ps.workdir);
     }
     if (step.run.form == Command::Form::shell) {
       auto script = render_template(step.run.script, tc);

@@ -66,7 +66,7 @@ Expected<Plan> make_plan(const Workflow& workflow, const PlanContext& context);
 std::string shell_quote(std::string_view value);
 
 /// The full environment of one attempt: base, then the step's own, then
-/// KILN_ATTEMPT. Later entries override earlier ones of the same name.
+/// KILN_WORKDIR and KILN_ATTEMPT. Later entries override earlier ones of the same name.
 std::vector<std::string> attempt_environment(const Plan& plan, const PlannedStep& step, int attempt);
 
 } // namespace kiln::core

@@ -73,6 +73,7 @@ TEST_SUITE("core::Plan") {
     CHECK(env_value(env, "KILN_STEP_ID") == "train");
     CHECK(env_value(env, "KILN_STORE") == "/store");
     CHECK(env_value(env, "KILN_ATTEMPT") == "2");
+    CHECK(env_value(env, "KILN_WORKDIR") == "/work/demo/models");
     CHECK(std::count_if(env.begin(), env.end(), [](const auto& e) { return e.starts_with("GREETING="); }) == 1);
     // A predict step is told where its model is.
     CHECK(env_value(attempt_environment(*plan, predict, 1), "KILN_MODEL") == "/work/demo/models/out/model.pkl");
