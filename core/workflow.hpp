@@ -101,6 +101,15 @@ struct Step {
   const StepOutput* output(std::string_view name) const;
 };
 
+/// Where runs are pushed (the workflow's `tracking:` section); empty = not said.
+struct TrackingConfig {
+  /// An MLflow tracking server, "http(s)://host[:port][/path]".
+  std::string uri;
+  /// The MLflow experiment's name.
+  std::string experiment;
+  SourceLocation location;
+};
+
 struct Workflow {
   std::string name;
   std::string description;
@@ -113,6 +122,7 @@ struct Workflow {
   std::vector<Param> params;
   EnvVars env;
   TagList tags;
+  TrackingConfig tracking;
   /// In file order.
   std::vector<Step> steps;
 

@@ -43,7 +43,8 @@ namespace {
 
 using Names = std::vector<std::string_view>;
 
-const Names k_top_keys{"name", "description", "params", "env", "tags", "defaults", "steps"};
+const Names k_top_keys{"name", "description", "params", "env", "tags", "tracking", "defaults", "steps"};
+const Names k_tracking_keys{"uri", "experiment"};
 const Names k_step_keys{"kind",    "description", "needs",   "run",        "workdir", "env",       "outputs",
                         "metrics", "model",       "timeout", "kill_after", "retries", "resources", "tags"};
 const Names k_default_keys{"timeout", "kill_after", "retries", "resources", "workdir", "env"};
@@ -424,6 +425,7 @@ private:
   void load_run(const Node& key, const Node& value, Step& step);
   void load_outputs(const Node& key, const Node& value, Step& step);
   void load_tags(const Node& key, const Node& value, core::TagList& tags);
+  void load_tracking(const Node& key, const Node& value, core::TrackingConfig& tracking);
   void check_graph(Workflow& workflow);
   std::vector<int> trains_upstream(int step, const Workflow& workflow);
   std::vector<std::vector<int>> all_trains_upstream(const core::Dependencies& deps, const Workflow& workflow);
@@ -726,6 +728,8 @@ void Loader::load(const Node& root, Workflow& workflow) {
       load_env(key, value, workflow.env);
     } else if (key.value == "tags") {
       load_tags(key, value, workflow.tags);
+    } else if (key.value == "tracking") {
+      load_tracking(key, value, workflow.tracking);
     }
   }
   if (root.find("name") == nullptr) {
@@ -870,6 +874,42 @@ void Loader::load_tags(const Node& key, const Node& value, core::TagList& tags) 
     }
     forbid_templates(text, "tags");
     tags.emplace_back(name.value, text.value);
+  }
+}
+
+void Loader::load_tracking(const Node& key, const Node& value, core::TrackingConfig& tracking) {
+  if (value.is_null() || !expect(value, key, NodeKind::map, "a map with 'uri' and 'experiment'")) {
+    return;
+  }
+  tracking.location = {m_source.line_of(key.offset), m_source.column_of(key.offset)};
+  check_keys(value, k_tracking_keys);
+  if (const Node* uri = value.find("uri")) {
+    if (auto text = read_string(*uri, *(uri - 1))) {
+      forbid_templates(*uri, "tracking");
+      // Credentials belong in MLFLOW_TRACKING_USERNAME/PASSWORD or _TOKEN:
+      // the workflow file is copied into the store with every run.
+      const std::size_t scheme_end = text->find("://");
+      const std::string_view scheme = scheme_end == std::string::npos ? "" : std::string_view(*text).substr(0, scheme_end);
+      if (scheme != "http" && scheme != "https") {
+        error_at(*uri, "tracking uri " + quote(*text) +
+                           " is not an MLflow tracking server; give its http:// or https:// address");
+      } else if (text->find('@', scheme_end) != std::string::npos &&
+                 text->find('@', scheme_end) < text->find('/', scheme_end + 3)) {
+        error_at(*uri, "tracking uri holds credentials, and the workflow file is copied into every run's record; "
+                       "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) instead");
+      } else {
+        tracking.uri = std::move(*text);
+      }
+    }
+  }
+  if (const Node* experiment = value.find("experiment")) {
+    if (auto text = read_string(*experiment, *(experiment - 1))) {
+      forbid_templates(*experiment, "tracking");
+      if (text->empty()) {
+        error_at(*experiment, "'experiment' is empty; name the MLflow experiment or leave the key out");
+      }
+      tracking.experiment = std::move(*text);
+    }
   }
 }
 

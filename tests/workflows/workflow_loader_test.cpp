@@ -155,6 +155,21 @@ TEST_SUITE("workflows::WorkflowLoader") {
     CHECK(wf.step("predict") == &predict);
   }
 
+  TEST_CASE("the tracking section names the server and the experiment") {
+    const kiln::core::Workflow wf = load_ok("name: w\n"
+                                            "tracking:\n"
+                                            "  uri: https://mlflow.example.com:5000/base\n"
+                                            "  experiment: nightly retrain\n"
+                                            "steps:\n"
+                                            "  a: {run: 'true'}\n");
+    CHECK(wf.tracking.uri == "https://mlflow.example.com:5000/base");
+    CHECK(wf.tracking.experiment == "nightly retrain");
+    CHECK(load_ok("name: w\nsteps:\n  a: {run: 'true'}\n").tracking.uri.empty());
+    // '@' in the path is not userinfo.
+    CHECK(load_ok("name: w\ntracking: {uri: 'http://h/a@b'}\nsteps:\n  a: {run: 'true'}\n").tracking.uri ==
+          "http://h/a@b");
+  }
+
   TEST_CASE("a required parameter must be given with -p") {
     const std::string path = std::string(KILN_TEST_DATA) + "/workflows/valid/iris.yaml";
     LoadResult result = load_workflow(path);
