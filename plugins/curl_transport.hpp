@@ -1,7 +1,8 @@
 #pragma once
 // The one place kiln talks HTTP for real: an HttpTransport over one libcurl
 // easy handle, so consecutive requests reuse the connection (keep-alive).
-// Not thread-safe; use one per thread.
+// Not thread-safe; use one per thread. Redirects are not followed (a 3xx is a
+// response), and libcurl's usual proxy variables (https_proxy...) apply.
 
 #include "plugins/http_transport.hpp"
 

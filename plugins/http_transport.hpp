@@ -34,6 +34,11 @@ struct HttpRequest {
   std::string body;
   /// When not empty, the body is streamed from this file instead of `body`.
   std::filesystem::path body_file;
+  /// false for a request that must not reach the server twice by accident
+  /// (creating a run): it goes over a new connection, because libcurl
+  /// silently sends a request again when a reused connection closes before
+  /// any answer, although the server may have acted on it.
+  bool idempotent = true;
 };
 
 struct HttpResponse {
@@ -96,28 +101,34 @@ struct HttpSettings {
   /// Connection setup timeout.
   std::chrono::milliseconds connect_timeout{10'000};
   /// File uploads have no whole-request limit; instead they fail when slower
-  /// than 1 KiB/s for this long.
+  /// than 1 KiB/s for this long. (libcurl averages the speed over its last
+  /// 5 s, so a stall right after fast progress shows up to 5 s later.)
   std::chrono::milliseconds stall_timeout{60'000};
   /// Called with one line per request sent and per response or failure
   /// (method, target, status, sizes, time), never headers or credentials;
   /// empty = no trace. Used by --verbose.
   std::function<void(const std::string&)> trace;
 
-  /// Every secret above, for redact().
+  /// Every secret above, for redact(): the password and the token, and the
+  /// user name when there is no password (a token put into a URI as
+  /// https://TOKEN@host).
   std::vector<std::string> secrets() const;
 };
 
 /// Parses a tracking URI ("http://user:pass@host:5000/base/") into settings:
-/// userinfo moves into username/password, the rest into base_url. Only http
-/// and https are accepted; the error names the URI (redacted) and what to do.
+/// userinfo moves into username/password (percent-decoded), the rest into
+/// base_url (scheme and host lower-cased). Only http and https are accepted,
+/// without a query or fragment; the error names the URI (redacted) and what
+/// to do.
 core::Expected<HttpSettings> parse_tracking_uri(std::string_view uri);
 
 /// Reads MLFLOW_TRACKING_USERNAME, MLFLOW_TRACKING_PASSWORD,
 /// MLFLOW_TRACKING_TOKEN, MLFLOW_TRACKING_INSECURE_TLS,
 /// MLFLOW_TRACKING_SERVER_CERT_PATH and MLFLOW_HTTP_REQUEST_TIMEOUT through
 /// `getenv` (injected for tests) into `settings`, keeping values already set
-/// from the URI unless the variable is set. An unparsable value is an error
-/// naming the variable.
+/// from the URI unless the variable is set (set and empty counts as unset).
+/// An unparsable value is an error naming the variable; so is asking for
+/// both insecure TLS and a CA file, as MLflow does.
 core::Expected<void> apply_environment(HttpSettings& settings,
                                        const std::function<const char*(const char*)>& getenv);
 
@@ -135,7 +146,8 @@ std::string display_uri(std::string_view uri);
 /// MLFLOW_HTTP_REQUEST_BACKOFF_JITTER): retry n (1-based) waits
 /// min(max_delay, backoff_factor * 2^(n-1)) plus a uniform random jitter in
 /// [0, jitter], or what Retry-After asks when that is longer (capped at
-/// max_delay). No retry starts once `budget` has passed since the first try.
+/// max_delay). No retry starts whose wait would end more than `budget` after
+/// the first try began.
 struct RetryPolicy {
   int max_retries = 7;
   std::chrono::duration<double> backoff_factor{2.0};
