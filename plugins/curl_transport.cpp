@@ -333,6 +333,11 @@ HttpResult CurlTransport::send(const HttpRequest& request) {
   state.set_common_options(response);
   const std::string url = state.settings.base_url + request.target;
   curl_easy_setopt(state.curl, CURLOPT_URL, url.c_str());
+  if (!request.idempotent) {
+    // libcurl sends a request again, silently, when a reused connection
+    // closes before any answer; on a fresh connection it does not.
+    curl_easy_setopt(state.curl, CURLOPT_FRESH_CONNECT, 1L);
+  }
 
   HeaderList headers;
   // No "Expect: 100-continue" round trip before a body: the server is known.

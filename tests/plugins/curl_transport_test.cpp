@@ -199,6 +199,23 @@ TEST_SUITE("plugins::CurlTransport") {
     CHECK(transport.connections_opened() == 1);
   }
 
+  TEST_CASE("a request that is not idempotent goes over a new connection") {
+    TempDir dir;
+    FaultServer server(dir);
+    CurlTransport transport(settings_for(server.url()));
+    send_json(transport, request("GET", "/echo"));
+    HttpRequest create = request("POST", "/echo", "{}", "application/json");
+    create.idempotent = false;
+    send_json(transport, create);
+    CHECK(transport.connections_opened() == 2);
+    send_json(transport, create);
+    CHECK(transport.connections_opened() == 3);
+    // Later requests reuse a kept connection again.
+    send_json(transport, request("GET", "/echo"));
+    CHECK(transport.connections_opened() == 3);
+    CHECK(send_json(transport, request("GET", "/connections"))["connections"] == 3);
+  }
+
   TEST_CASE("methods, bodies and headers") {
     TempDir dir;
     FaultServer server(dir);
