@@ -84,7 +84,27 @@ int main(int argc, char** argv) {
   run->add_option("--tag", run_options.tags, "Tag the run: KEY=VALUE (repeatable)")
       ->type_name("KEY=VALUE")
       ->allow_extra_args(false);
+  run->add_flag("--no-push", run_options.no_push,
+                "Do not push to the tracking server at the end; `kiln push --pending` sends the run later");
   run->add_option("--store", global.store, "Tracker store directory")->type_name("DIR");
+
+  PushOptions push_options;
+  auto* push = app.add_subcommand("push", "Upload runs to an MLflow tracking server");
+  push->add_option("runs", push_options.runs, "Run numbers, ids, unique id prefixes, or 'last'");
+  push->add_option("--tracking-uri", push_options.tracking_uri,
+                   "MLflow tracking server (default: the run's workflow, then $MLFLOW_TRACKING_URI)")
+      ->type_name("URI");
+  push->add_option("--experiment", push_options.experiment,
+                   "MLflow experiment (default: the workflow's, $MLFLOW_EXPERIMENT_NAME, the workflow's name)")
+      ->type_name("NAME");
+  push->add_flag("--pending", push_options.pending, "Every finished run not yet fully pushed");
+  push->add_flag("--dry-run", push_options.dry_run, "Say what would be sent, and what must be changed to fit "
+                                                    "MLflow's limits, without sending anything");
+  push->add_flag("-v,--verbose", push_options.verbose, "Trace each HTTP request on stderr (never credentials)");
+  push->add_option("--connections", push_options.connections, "Parallel connections for steps and artifacts")
+      ->check(CLI::Range(1, 16));
+  add_output_option(push, push_options.format, {OutputFormat::table, OutputFormat::json});
+  push->add_option("--store", global.store, "Tracker store directory")->type_name("DIR");
 
   auto* runs = app.add_subcommand("runs", "Inspect recorded runs");
   runs->require_subcommand(1);
@@ -239,6 +259,9 @@ int main(int argc, char** argv) {
     }
     if (*run) {
       return run_command(global, run_options, argc, argv);
+    }
+    if (*push) {
+      return push_command(global, push_options);
     }
     if (*list) {
       return runs_list_command(global, list_options);

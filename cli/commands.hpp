@@ -35,6 +35,8 @@ struct RunOptions {
   std::string executor = "local";
   /// KEY=VALUE, from --tag.
   std::vector<std::string> tags;
+  /// --no-push: record the push as pending instead of pushing at the end.
+  bool no_push = false;
 };
 
 int validate_command(const std::vector<std::string>& files);
@@ -96,6 +98,20 @@ struct ArtifactGetOptions {
 };
 int artifacts_get_command(const GlobalOptions& global, const ArtifactGetOptions& options);
 int models_command(const GlobalOptions& global, const std::string& workflow, int limit, OutputFormat format);
+
+struct PushOptions {
+  std::vector<std::string> runs;
+  std::string tracking_uri;
+  std::string experiment;
+  bool pending = false;
+  bool dry_run = false;
+  /// Trace each request (never headers or credentials) on stderr.
+  bool verbose = false;
+  int connections = 4;
+  OutputFormat format = OutputFormat::table;
+};
+/// `kiln push`: runs to an MLflow tracking server. Exit 1 when a run could not be pushed.
+int push_command(const GlobalOptions& global, const PushOptions& options);
 
 /// `kiln log metric|param|tag|artifact ARGS...`, inside a step.
 int log_command(const std::string& what, const std::vector<std::string>& args);

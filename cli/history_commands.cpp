@@ -217,9 +217,11 @@ int runs_show_command(const GlobalOptions& global, const std::string& ref, Outpu
   auto tags = store->tags(run->number);
   auto metrics = store->metric_summaries(run->number);
   auto artifacts = store->artifacts(run->number);
+  auto pushes = store->push_records(run->number);
   for (const std::string* error : {steps ? nullptr : &steps.error(), attempts ? nullptr : &attempts.error(),
                                    params ? nullptr : &params.error(), tags ? nullptr : &tags.error(),
-                                   metrics ? nullptr : &metrics.error(), artifacts ? nullptr : &artifacts.error()}) {
+                                   metrics ? nullptr : &metrics.error(), artifacts ? nullptr : &artifacts.error(),
+                                   pushes ? nullptr : &pushes.error()}) {
     if (error != nullptr) {
       std::fprintf(stderr, "kiln: error: %s\n", error->c_str());
       return k_exit_internal;
@@ -262,6 +264,23 @@ int runs_show_command(const GlobalOptions& global, const std::string& ref, Outpu
     }
     out["artifacts"] = *artifacts;
     out["attempts"] = *attempts;
+    // Where the run has been pushed: remote, experiment, state (pending,
+    // synced, failed), error (null when none), updated_ms, mlflow_run_id
+    // (null before the MLflow run exists).
+    out["pushes"] = nlohmann::json::array();
+    for (const core::PushRecord& push : *pushes) {
+      nlohmann::json entry{{"remote", push.remote},
+                           {"experiment", push.experiment},
+                           {"state", core::to_string(push.state)},
+                           {"error", push.error.empty() ? nlohmann::json() : nlohmann::json(push.error)},
+                           {"updated_ms", push.updated_ms},
+                           {"mlflow_run_id", nullptr}};
+      if (auto remote = store->remote_runs(push.remote, run->number); remote && !remote->empty() &&
+                                                                      remote->front().step.empty()) {
+        entry["mlflow_run_id"] = remote->front().remote_id;
+      }
+      out["pushes"].push_back(std::move(entry));
+    }
     std::cout << out.dump(2) << '\n';
     return k_exit_ok;
   }
@@ -330,6 +349,13 @@ int runs_show_command(const GlobalOptions& global, const std::string& ref, Outpu
               << (run->git_dirty ? " (dirty)" : "") << "\n";
   }
   std::cout << "command   " << run->command_line << "  (kiln " << run->kiln_version << ")\n";
+  for (const core::PushRecord& push : *pushes) {
+    std::cout << "pushed    " << push.remote << ", experiment '" << push.experiment << "': " << core::to_string(push.state);
+    if (!push.error.empty()) {
+      std::cout << " (" << push.error << ")";
+    }
+    std::cout << "\n";
+  }
   // key=value lists: the run's own, then each step's.
   auto pairs = [&](const char* label, const std::vector<core::KeyValue>& entries, bool skip_system) {
     std::string current = "\x01";

@@ -3,6 +3,7 @@
 #include "cli/commands.hpp"
 #include "cli/console.hpp"
 #include "cli/console_reporter.hpp"
+#include "cli/push.hpp"
 #include "cli/context.hpp"
 #include "core/hash.hpp"
 #include "core/plan.hpp"
@@ -350,6 +351,13 @@ int run_command(const GlobalOptions& global, const RunOptions& options, int argc
     return k_exit_internal;
   }
 
+  const std::optional<PushTarget> push_target = run_push_target(workflow->tracking, workflow->name);
+  if (push_target) {
+    if (std::string warning = record_pending_push(**store, run->number, *push_target); !warning.empty()) {
+      std::fprintf(stderr, "kiln: warning: the run will not be pushed: %s\n", warning.c_str());
+    }
+  }
+
   core::PlanContext context{run->id, run->number, (*store)->directory().string(), environment};
   auto plan = core::make_plan(*workflow, context);
   const std::string workflow_name = workflow->name;
@@ -445,6 +453,10 @@ int run_command(const GlobalOptions& global, const RunOptions& options, int argc
       format_duration_ms(elapsed).c_str(), summary.c_str());
   std::printf("kiln: recorded in %s; see: kiln runs show %lld\n", store_ref.database_file().c_str(),
               static_cast<long long>(run->number));
+  if (push_target && !options.no_push) {
+    std::fflush(stdout);
+    auto_push(store_ref, run->number, *push_target);
+  }
   return exit_code;
 }
 

@@ -228,6 +228,45 @@ SELECT number, '', key, value FROM (
 ) AS t
 WHERE wanted AND NOT EXISTS (SELECT 1 FROM tags AS x WHERE x.run = t.number);
 )sql"},
+    {4, R"sql(
+-- Pushes to remote trackers (MLflow). remote is the tracking URI without
+-- credentials; step '' stands for the run itself.
+CREATE TABLE remote_runs (
+  remote TEXT NOT NULL,
+  run INTEGER NOT NULL REFERENCES runs (number) ON DELETE CASCADE,
+  step TEXT NOT NULL,
+  experiment_id TEXT NOT NULL,
+  remote_id TEXT NOT NULL,
+  artifact_uri TEXT NOT NULL DEFAULT '',
+  params_sent INTEGER NOT NULL DEFAULT 0,
+  tags_sent INTEGER NOT NULL DEFAULT 0,
+  -- The last point acknowledged, as (metric_series.id, seq).
+  points_series INTEGER NOT NULL DEFAULT 0,
+  points_seq INTEGER NOT NULL DEFAULT -1,
+  points_sent INTEGER NOT NULL DEFAULT 0,
+  finished INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY (remote, run, step)
+) WITHOUT ROWID;
+
+CREATE TABLE remote_artifacts (
+  remote TEXT NOT NULL,
+  run INTEGER NOT NULL REFERENCES runs (number) ON DELETE CASCADE,
+  step TEXT NOT NULL,
+  path TEXT NOT NULL,
+  PRIMARY KEY (remote, run, step, path)
+) WITHOUT ROWID;
+
+CREATE TABLE push_records (
+  run INTEGER NOT NULL REFERENCES runs (number) ON DELETE CASCADE,
+  remote TEXT NOT NULL,
+  experiment TEXT NOT NULL DEFAULT '',
+  state TEXT NOT NULL,
+  error TEXT NOT NULL DEFAULT '',
+  updated_ms INTEGER NOT NULL,
+  PRIMARY KEY (run, remote)
+) WITHOUT ROWID;
+CREATE INDEX push_records_by_state ON push_records (state, run);
+)sql"},
 };
 
 constexpr int k_schema_version = k_migrations[std::size(k_migrations) - 1].version;

@@ -219,6 +219,51 @@ void to_json(nlohmann::json& json, const ArtifactRecord& artifact);
 /// Fields: step (null for the run's own), key, value.
 void to_json(nlohmann::json& json, const KeyValue& entry);
 
+// ---- What has been pushed to remote trackers (schema version 4) ----
+
+/// One MLflow run standing for a kiln run (step "") or one of its steps on a
+/// remote, and how much of its data the remote has acknowledged. Data is
+/// sent in a fixed order (params and tags in the order the pusher lists
+/// them, metric points by series then logging order), so progress is a
+/// count or a position in that order.
+struct RemoteRunState {
+  std::string step;
+  std::string experiment_id;
+  std::string remote_id;
+  std::string artifact_uri;
+  std::int64_t params_sent = 0;
+  std::int64_t tags_sent = 0;
+  /// The last metric point acknowledged: (metric_series.id, seq); (0, -1) = none.
+  std::int64_t points_series = 0;
+  std::int64_t points_seq = -1;
+  std::int64_t points_sent = 0;
+  /// The final status and end time have been sent.
+  bool finished = false;
+};
+
+enum class PushState { pending, synced, failed };
+std::string_view to_string(PushState state);
+
+/// A run that is to be, or has been, pushed to a remote.
+struct PushRecord {
+  std::int64_t run = 0;
+  /// Tracking URI without credentials.
+  std::string remote;
+  /// The experiment named when the push was asked for; "" = decide at push time.
+  std::string experiment;
+  PushState state = PushState::pending;
+  /// Why the last push failed; "" otherwise.
+  std::string error;
+  std::int64_t updated_ms = 0;
+};
+
+/// A metric point with its place in the push order.
+struct RemotePoint {
+  std::int64_t series = 0;
+  std::int64_t seq = 0;
+  MetricPoint point;
+};
+
 class TrackerStore {
 public:
   /// The schema version this build writes; stores up to it open.
@@ -370,6 +415,31 @@ public:
     std::int64_t temps_removed = 0;
   };
   Expected<GcReport> gc(const GcPolicy& policy, std::int64_t now_ms);
+
+  // ---- Remote sync (schema version 4) ----
+
+  /// The MLflow runs recorded for the kiln run on `remote`, the run's own
+  /// (step "") first.
+  Expected<std::vector<RemoteRunState>> remote_runs(std::string_view remote, std::int64_t run);
+  /// Inserts or replaces the state of one (remote, run, step).
+  Expected<void> save_remote_run(std::string_view remote, std::int64_t run, const RemoteRunState& state);
+  /// Forgets every MLflow run recorded for the kiln run on `remote` (when the
+  /// remote lost them, e.g. deleted by hand), with their artifacts' marks.
+  Expected<void> forget_remote_runs(std::string_view remote, std::int64_t run);
+  /// Paths of the step's artifacts the remote has acknowledged.
+  Expected<std::vector<std::string>> remote_artifacts(std::string_view remote, std::int64_t run, std::string_view step);
+  Expected<void> mark_remote_artifact(std::string_view remote, std::int64_t run, std::string_view step,
+                                      std::string_view path);
+  /// Up to `limit` points of the step's histories after (series, seq), in
+  /// push order (series id, then seq).
+  Expected<std::vector<RemotePoint>> metric_points_after(std::int64_t run, std::string_view step,
+                                                         std::int64_t series, std::int64_t seq, int limit);
+  /// Inserts or updates the run's push record for its remote.
+  Expected<void> set_push_record(const PushRecord& record);
+  /// Push records, of one run (run > 0) or all; by run number, then remote.
+  Expected<std::vector<PushRecord>> push_records(std::int64_t run = 0);
+  /// Finished runs (not running) with no synced record for `remote`, oldest first.
+  Expected<std::vector<std::int64_t>> runs_not_synced(std::string_view remote);
 
   /// dir/logs/<run id>/<step>.<attempt>.<stream>; stream is "out" or "err".
   std::filesystem::path log_path(std::string_view run_id, std::string_view step, int attempt,

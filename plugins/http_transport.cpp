@@ -79,24 +79,6 @@ std::optional<std::string> percent_decode(std::string_view text) {
   return result;
 }
 
-// Every byte outside RFC 3986's unreserved set, as %XX: how a secret looks
-// when someone has put it into a URL.
-std::string percent_encode(std::string_view text) {
-  static constexpr char k_hex[] = "0123456789ABCDEF";
-  std::string result;
-  for (const char c : text) {
-    const auto byte = static_cast<unsigned char>(c);
-    if (std::isalnum(byte) || c == '-' || c == '.' || c == '_' || c == '~') {
-      result += c;
-    } else {
-      result += '%';
-      result += k_hex[byte >> 4];
-      result += k_hex[byte & 0xf];
-    }
-  }
-  return result;
-}
-
 void replace_all(std::string& text, std::string_view from, std::string_view to) {
   if (from.empty()) {
     return;
@@ -470,6 +452,23 @@ core::Expected<void> apply_environment(HttpSettings& settings, const std::functi
         std::chrono::milliseconds(1), std::chrono::milliseconds(static_cast<long long>(std::llround(seconds * 1000))));
   }
   return {};
+}
+
+std::string percent_encode(std::string_view text, bool keep_slash) {
+  static constexpr char k_hex[] = "0123456789ABCDEF";
+  std::string result;
+  result.reserve(text.size());
+  for (const char c : text) {
+    const auto byte = static_cast<unsigned char>(c);
+    if (std::isalnum(byte) || c == '-' || c == '.' || c == '_' || c == '~' || (keep_slash && c == '/')) {
+      result += c;
+    } else {
+      result += '%';
+      result += k_hex[byte >> 4];
+      result += k_hex[byte & 0xf];
+    }
+  }
+  return result;
 }
 
 std::string redact(std::string_view text, const std::vector<std::string>& secrets) {

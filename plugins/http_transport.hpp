@@ -136,6 +136,11 @@ core::Expected<void> apply_environment(HttpSettings& settings,
 /// and any "scheme://user:pass@" userinfo replaced by "scheme://***@".
 std::string redact(std::string_view text, const std::vector<std::string>& secrets);
 
+/// Every byte outside RFC 3986's unreserved set (and '/' unless
+/// `keep_slash`) as %XX: for query values and paths, and how a secret looks
+/// when someone has put it into a URL.
+std::string percent_encode(std::string_view text, bool keep_slash = false);
+
 /// The URI as it may be shown and stored: userinfo removed.
 std::string display_uri(std::string_view uri);
 

@@ -134,9 +134,10 @@ TEST_SUITE("core::TrackerStore") {
       create(*store, make_run());
     }
     {
-      // Back to the version 1 schema: what migration 2 adds, removed.
+      // Back to the version 1 schema: what migrations 2 and 4 add, removed.
       sqlite::Database database = ok(sqlite::Database::open(dir / "kiln.db"));
-      check(database.exec("DROP TABLE artifacts; DROP TABLE blobs; DROP TABLE metric_points; "
+      check(database.exec("DROP TABLE push_records; DROP TABLE remote_artifacts; DROP TABLE remote_runs; "
+                          "DROP TABLE artifacts; DROP TABLE blobs; DROP TABLE metric_points; "
                           "DROP TABLE metric_series; DROP TABLE tags; DROP TABLE params; "
                           "ALTER TABLE steps DROP COLUMN workdir; PRAGMA user_version = 1"));
     }
@@ -180,10 +181,11 @@ TEST_SUITE("core::TrackerStore") {
       create(*store, broken);
     }
     {
-      // Back to version 1: what migration 2 adds, removed; then a run whose
+      // Back to version 1: what migrations 2 and 4 add, removed; then a run whose
       // params_json is not JSON at all.
       sqlite::Database database = ok(sqlite::Database::open(dir / "kiln.db"));
-      check(database.exec("DROP TABLE artifacts; DROP TABLE blobs; DROP TABLE metric_points; "
+      check(database.exec("DROP TABLE push_records; DROP TABLE remote_artifacts; DROP TABLE remote_runs; "
+                          "DROP TABLE artifacts; DROP TABLE blobs; DROP TABLE metric_points; "
                           "DROP TABLE metric_series; DROP TABLE tags; DROP TABLE params; "
                           "ALTER TABLE steps DROP COLUMN workdir; "
                           "INSERT INTO runs (id, workflow_name, workflow_file, workflow_hash, workflow_source, "
@@ -738,6 +740,59 @@ TEST_SUITE("core::TrackerStore") {
     REQUIRE(found.size() == 1);
     CHECK(found[0].steps.pending == 5);
     CHECK(found[0].workflow_name == "even");
+  }
+
+  TEST_CASE("remote sync: states, artifact marks, the point cursor and push records; deleted with the run") {
+    TempDir temp;
+    fs::path dir = temp.path() / ".kiln";
+    auto store = open_store(dir);
+    RunRecord run = create(*store, make_run());
+    check(store->log_metrics(run.number, "train", {{"loss", 3, 0, 10}, {"loss", k_nan, 1, 11}, {"acc", 0.5, 0, 12}}));
+    check(store->log_metrics(run.number, "train", {{"loss", 1, 2, 13}}));
+    // Push order: by series (first logged first), then logging order.
+    std::vector<RemotePoint> page = ok(store->metric_points_after(run.number, "train", 0, -1, 2));
+    REQUIRE(page.size() == 2);
+    CHECK(page[0].point.key == "loss");
+    CHECK(page[1].point.step == 1);
+    CHECK(std::isnan(page[1].point.value));
+    page = ok(store->metric_points_after(run.number, "train", page[1].series, page[1].seq, 10));
+    REQUIRE(page.size() == 2);
+    CHECK(page[0].point.value == 1);
+    CHECK(page[1].point.key == "acc");
+
+    RemoteRunState state;
+    state.step = "train";
+    state.experiment_id = "3";
+    state.remote_id = "abc";
+    state.points_sent = 2;
+    check(store->save_remote_run("http://m", run.number, state));
+    state.points_sent = 4;
+    state.finished = true;
+    check(store->save_remote_run("http://m", run.number, state));
+    std::vector<RemoteRunState> states = ok(store->remote_runs("http://m", run.number));
+    REQUIRE(states.size() == 1);
+    CHECK(states[0].points_sent == 4);
+    CHECK(states[0].finished);
+    CHECK(ok(store->remote_runs("http://other", run.number)).empty());
+    check(store->mark_remote_artifact("http://m", run.number, "train", "model.pkl"));
+    check(store->mark_remote_artifact("http://m", run.number, "train", "model.pkl"));
+    CHECK(ok(store->remote_artifacts("http://m", run.number, "train")) == std::vector<std::string>{"model.pkl"});
+
+    CHECK(ok(store->runs_not_synced("http://m")).empty()); // still running
+    check(store->finish_run(run.number, RunStatus::succeeded, 0, 100));
+    CHECK(ok(store->runs_not_synced("http://m")) == std::vector<std::int64_t>{run.number});
+    check(store->set_push_record({run.number, "http://m", "exp", PushState::failed, "down", 5}));
+    check(store->set_push_record({run.number, "http://m", "exp", PushState::synced, "", 6}));
+    std::vector<PushRecord> records = ok(store->push_records());
+    REQUIRE(records.size() == 1);
+    CHECK(records[0].state == PushState::synced);
+    CHECK(records[0].updated_ms == 6);
+    CHECK(ok(store->runs_not_synced("http://m")).empty());
+
+    (void)ok(store->delete_runs({run.number}));
+    CHECK(count_rows(dir / "kiln.db", "SELECT count(*) FROM remote_runs") == 0);
+    CHECK(count_rows(dir / "kiln.db", "SELECT count(*) FROM remote_artifacts") == 0);
+    CHECK(count_rows(dir / "kiln.db", "SELECT count(*) FROM push_records") == 0);
   }
 
 } // TEST_SUITE

@@ -7,7 +7,12 @@ set -euo pipefail
 PY=/usr/bin/python3
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/kiln-e2e.XXXXXX")
-cleanup() { rm -rf "$work"; }
+server_pids=()
+cleanup() {
+  local pid
+  for pid in "${server_pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  rm -rf "$work"
+}
 trap cleanup EXIT
 cd "$work"
 # Not named .kiln, so tests of store discovery do not find it.
@@ -68,4 +73,43 @@ wait_gone() {
     [ $SECONDS -lt $deadline ] || fail "process $1 is still alive"
     sleep 0.05
   done
+}
+
+# start_mlflow_server NAME [OPTIONS...]: starts the test MLflow server
+# (tests/mlflow/mlflow_test_server.py) on a free port; sets NAME_URL to its
+# base URL and NAME_PID. Stopped when the test exits.
+start_mlflow_server() {
+  local name=$1; shift
+  local port_file="$work/$name.port"
+  rm -f "$port_file"
+  "$PY" "$KILN_SOURCE/tests/mlflow/mlflow_test_server.py" --port 0 --port-file "$port_file" \
+    --log "$work/$name.requests" "$@" >"$work/$name.log" 2>&1 &
+  local pid=$!
+  server_pids+=("$pid")
+  wait_for "$port_file" 20
+  printf -v "${name}_URL" 'http://127.0.0.1:%s' "$(cat "$port_file")"
+  printf -v "${name}_PID" '%s' "$pid"
+}
+
+# server_stats URL EXPR: a Python expression over the server's request
+# statistics `s` (see tests/mlflow/README.md).
+server_stats() {
+  curl -sf "$1/__kiln_test__/stats" | "$PY" -c "import json,sys; s=json.load(sys.stdin); print($2)"
+}
+
+# set_faults URL RATE KINDS...: changes the server's fault injection.
+set_faults() {
+  local url=$1 rate=$2; shift 2
+  local kinds
+  kinds=$(printf '"%s",' "$@")
+  curl -sf -X POST -H 'Content-Type: application/json' \
+    -d "{\"rate\": $rate, \"kinds\": [${kinds%,}], \"seed\": 1}" "$url/__kiln_test__/faults" >/dev/null
+}
+
+# expect_remote_equals_local URL [RUN...]: reads the runs back through the
+# server's API and compares them with the store, point by point.
+expect_remote_equals_local() {
+  local url=$1; shift
+  "$PY" "$KILN_SOURCE/tests/mlflow/compare_remote.py" "$KILN_STORE/kiln.db" "$url" "$@" >"$work/compare" 2>&1 ||
+    { cat "$work/compare" >&2; fail "the server's copy differs from the store"; }
 }
