@@ -60,7 +60,7 @@ expect_output "s0 --> s1"
 
 # Off a terminal there is no colour and no status line, only plain lines.
 expect_exit 0 "$KILN" run "$KILN_SOURCE/examples/quickstart/workflow.yaml"
-cat "$work/out" "$work/err" | grep -q $'\033' && fail "escape codes in output off a terminal"
+grep -sq $'\033' "$work/out" "$work/err" && fail "escape codes in output off a terminal"
 expect_output "[1/3]"
 true
 

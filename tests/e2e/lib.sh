@@ -34,8 +34,10 @@ expect_exit() {
 }
 
 # expect_output TEXT: the last command's stdout or stderr contains TEXT.
+# (grep reads the files itself: `cat | grep -q` fails under pipefail when
+# grep stops at a match while cat is still writing a large output.)
 expect_output() {
-  cat "$work/out" "$work/err" 2>/dev/null | grep -qF -- "$1" || { cat "$work/out" "$work/err" >&2; fail "output lacks: $1"; }
+  grep -sqF -- "$1" "$work/out" "$work/err" || { cat "$work/out" "$work/err" >&2; fail "output lacks: $1"; }
 }
 
 # json EXPR: evaluates a Python expression over the JSON document `d` read from $work/out.
