@@ -540,7 +540,7 @@ PushResult Pusher::push(const core::RunRecord& run) {
   auto adopt = [&](const std::vector<RemoteRun>& found, std::size_t only) -> Expected<bool> {
     bool adopted_any = false;
     for (std::size_t i = 0; i < count; ++i) {
-      if (session.known[i] || (only != count && i != only)) {
+      if ((only != count && i != only) || session.known[i]) {
         continue;
       }
       const PlannedRun& planned = session.plan.runs[i];
