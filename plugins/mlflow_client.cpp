@@ -202,9 +202,14 @@ Client::Client(HttpTransport& transport, RetryPolicy policy, RetryEnvironment& e
 
 ApiResult<nlohmann::json> Client::call(const HttpRequest& request,
                                        const std::function<bool(const HttpResult&)>& before_retry) {
+  const std::int64_t sent_before = m_counter.requests;
   const HttpResult result = send_with_retries(m_counter, request, m_policy, m_environment, before_retry, m_trace);
+  // A fault that outlasted the retries says so, so the reader knows it was not a first try.
+  const std::int64_t tries = m_counter.requests - sent_before;
+  const std::string gave_up =
+      tries > 1 && is_retryable(result) ? " (gave up after " + std::to_string(tries) + " tries)" : "";
   if (!result.ok()) {
-    return failed<nlohmann::json>(ApiError{0, "", result.error.message});
+    return failed<nlohmann::json>(ApiError{0, "", result.error.message + gave_up});
   }
   const HttpResponse& response = *result.response;
   nlohmann::json body = nlohmann::json::parse(response.body, nullptr, false);
@@ -228,7 +233,7 @@ ApiResult<nlohmann::json> Client::call(const HttpRequest& request,
     switch (response.status) {
     case 401:
       error.message = "not authenticated; set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or "
-                      "MLFLOW_TRACKING_TOKEN";
+                      "MLFLOW_TRACKING_TOKEN (the server refused the credentials given, if any)";
       break;
     case 403:
       error.message = "permission denied for these credentials";
@@ -241,6 +246,7 @@ ApiResult<nlohmann::json> Client::call(const HttpRequest& request,
       break;
     }
   }
+  error.message += gave_up;
   return failed<nlohmann::json>(std::move(error));
 }
 

@@ -373,6 +373,8 @@ struct Positioned {
   std::uint32_t offset = 0;
   std::uint32_t length = 1;
   std::string message;
+  /// Text the source line must not show (a password), masked with '*'.
+  std::string conceal;
 };
 
 class Loader {
@@ -473,6 +475,12 @@ std::vector<Diagnostic> Loader::take_diagnostics() {
     d.line = m_source.line_of(e.offset);
     d.column = m_source.column_of(e.offset);
     d.source_line = std::string(m_source.line_text(d.line));
+    if (!e.conceal.empty()) {
+      for (std::size_t at = d.source_line.find(e.conceal); at != std::string::npos;
+           at = d.source_line.find(e.conceal, at + e.conceal.size())) {
+        d.source_line.replace(at, e.conceal.size(), std::string(e.conceal.size(), '*'));
+      }
+    }
     const int room = std::max(1, static_cast<int>(d.source_line.size()) - (d.column - 1));
     d.length = std::clamp(static_cast<int>(e.length), 1, room);
     d.message = std::move(e.message);
@@ -887,16 +895,29 @@ void Loader::load_tracking(const Node& key, const Node& value, core::TrackingCon
     if (auto text = read_string(*uri, *(uri - 1))) {
       forbid_templates(*uri, "tracking");
       // Credentials belong in MLFLOW_TRACKING_USERNAME/PASSWORD or _TOKEN:
-      // the workflow file is copied into the store with every run.
+      // the workflow file is copied into every run's record. Whatever is
+      // wrong, the error shows them masked.
       const std::size_t scheme_end = text->find("://");
-      const std::string_view scheme = scheme_end == std::string::npos ? "" : std::string_view(*text).substr(0, scheme_end);
-      if (scheme != "http" && scheme != "https") {
-        error_at(*uri, "tracking uri " + quote(*text) +
-                           " is not an MLflow tracking server; give its http:// or https:// address");
-      } else if (text->find('@', scheme_end) != std::string::npos &&
-                 text->find('@', scheme_end) < text->find('/', scheme_end + 3)) {
+      const std::size_t authority = scheme_end == std::string::npos ? 0 : scheme_end + 3;
+      const std::size_t authority_end = std::min(text->find_first_of("/?#", authority), text->size());
+      const std::size_t at = text->rfind('@', authority_end);
+      const std::string userinfo =
+          scheme_end != std::string::npos && at != std::string::npos && at >= authority
+              ? text->substr(authority, at - authority)
+              : std::string();
+      std::string shown = *text;
+      if (!userinfo.empty()) {
+        shown.replace(authority, userinfo.size(), "***");
+      }
+      const std::string_view scheme =
+          scheme_end == std::string::npos ? std::string_view() : std::string_view(*text).substr(0, scheme_end);
+      if (!userinfo.empty()) {
         error_at(*uri, "tracking uri holds credentials, and the workflow file is copied into every run's record; "
                        "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) instead");
+        m_errors.back().conceal = userinfo;
+      } else if (scheme != "http" && scheme != "https") {
+        error_at(*uri, "tracking uri " + quote(shown) +
+                           " is not an MLflow tracking server; give its http:// or https:// address");
       } else {
         tracking.uri = std::move(*text);
       }

@@ -99,13 +99,17 @@ server_stats() {
   curl -sf "$1/__kiln_test__/stats" | "$PY" -c "import json,sys; s=json.load(sys.stdin); print($2)"
 }
 
-# set_faults URL RATE KINDS...: changes the server's fault injection.
+# set_faults URL RATE [KINDS...]: changes the server's fault injection
+# (without KINDS, only the rate: 0 turns faults off).
 set_faults() {
   local url=$1 rate=$2; shift 2
-  local kinds
-  kinds=$(printf '"%s",' "$@")
-  curl -sf -X POST -H 'Content-Type: application/json' \
-    -d "{\"rate\": $rate, \"kinds\": [${kinds%,}], \"seed\": 1}" "$url/__kiln_test__/faults" >/dev/null
+  local body="{\"rate\": $rate, \"seed\": 1"
+  if (($#)); then
+    local kinds
+    kinds=$(printf '"%s",' "$@")
+    body+=", \"kinds\": [${kinds%,}]"
+  fi
+  curl -sf -X POST -H 'Content-Type: application/json' -d "$body}" "$url/__kiln_test__/faults" >/dev/null
 }
 
 # expect_remote_equals_local URL [RUN...]: reads the runs back through the

@@ -170,6 +170,16 @@ expect_json '[r["ok"] for r in d]' "[True, True]"
 MLFLOW_TRACKING_TOKEN=$token expect_remote_equals_local "$bearer_URL" 1 2 3 4 6
 [ "$(server_stats "$bearer_URL" 's["by_status"].get("401", 0)')" = 2 ] || fail "expected exactly the 2 refusals"
 
+# ---- A workflow file that holds credentials: refused, and masked ----
+for scheme in https ftp; do
+  printf 'name: w\ntracking:\n  uri: "%s://ann:%s@127.0.0.1:%s"\nsteps:\n  a: {run: "true"}\n' \
+    "$scheme" "$password_uri" "$basic_port" >"$work/creds-$scheme.yaml"
+  capture "validate-$scheme" 2 "$KILN" validate "$work/creds-$scheme.yaml"
+  expect_output "tracking uri holds credentials"
+  capture "run-$scheme" 2 "$KILN" run "$work/creds-$scheme.yaml"
+  rm "$work/creds-$scheme.yaml"
+done
+
 # ---- What the store shows afterwards ----
 capture runs-list 0 "$KILN" runs list
 capture runs-list-json 0 "$KILN" runs list --output json
