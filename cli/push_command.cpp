@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -221,9 +222,10 @@ void auto_push(core::TrackerStore& store, std::int64_t run, const PushTarget& ta
     std::fprintf(stderr, "kiln: warning: not pushed: %s\n", error.c_str());
     return;
   }
-  if (http->request_timeout > std::chrono::milliseconds(30'000)) {
-    http->request_timeout = std::chrono::milliseconds(30'000);
-  }
+  // A server that accepts connections but never answers costs at most
+  // about 25 s: two tries of 10 s before the budget runs out.
+  http->request_timeout = std::min(http->request_timeout, std::chrono::milliseconds(10'000));
+  http->connect_timeout = std::min(http->connect_timeout, std::chrono::milliseconds(5'000));
   mlflow::PushSettings settings = push_settings(*http, target.experiment, *policy, 4);
   core::Expected<plugins::mlflow::PushLock> lock = mlflow::PushLock::acquire(store.directory());
   if (!lock) {
