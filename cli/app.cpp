@@ -84,6 +84,15 @@ int main(int argc, char** argv) {
   run->add_option("--tag", run_options.tags, "Tag the run: KEY=VALUE (repeatable)")
       ->type_name("KEY=VALUE")
       ->allow_extra_args(false);
+  run->add_option("--only", run_options.only,
+                  "Run only these steps, taking what they need as done (repeatable, or comma-separated)")
+      ->type_name("STEP")
+      ->delimiter(',')
+      ->allow_extra_args(false);
+  run->add_option("--from", run_options.from, "Run this step and everything downstream of it (repeatable)")
+      ->type_name("STEP")
+      ->delimiter(',')
+      ->allow_extra_args(false);
   run->add_flag("--no-push", run_options.no_push,
                 "Do not push to the tracking server at the end; `kiln push --pending` sends the run later");
   run->add_option("--store", global.store, "Tracker store directory")->type_name("DIR");

@@ -37,6 +37,10 @@ struct RunOptions {
   std::vector<std::string> tags;
   /// --no-push: record the push as pending instead of pushing at the end.
   bool no_push = false;
+  /// A partial run: --only STEP... (each by itself) and --from STEP... (with
+  /// everything downstream).
+  std::vector<std::string> only;
+  std::vector<std::string> from;
 };
 
 int validate_command(const std::vector<std::string>& files);

@@ -13,6 +13,7 @@
 #include "core/tracking_recorder.hpp"
 #include "plugins/executors.hpp"
 #include "plugins/process_identity.hpp"
+#include "workflows/suggest.hpp"
 #include "workflows/workflow_loader.hpp"
 #include "workflows/yaml_json.hpp"
 
@@ -320,6 +321,23 @@ int run_command(const GlobalOptions& global, const RunOptions& options, int argc
   if (!workflow) {
     return k_exit_usage;
   }
+  // A partial run names steps that must exist; checked before anything is recorded.
+  {
+    std::vector<std::string_view> ids;
+    for (const auto& step : workflow->steps) {
+      ids.push_back(step.id);
+    }
+    for (const auto* names : {&options.only, &options.from}) {
+      for (const std::string& name : *names) {
+        if (workflow->step(name) == nullptr) {
+          std::fprintf(stderr, "kiln: error: %s %s: no step '%s' in %s%s\n",
+                       names == &options.only ? "--only" : "--from", name.c_str(), name.c_str(),
+                       options.workflow.file.c_str(), workflows::did_you_mean(name, ids).c_str());
+          return k_exit_usage;
+        }
+      }
+    }
+  }
   const auto environment = process_environment();
   // Catch template errors (an unset env.X) before anything is recorded.
   {
@@ -404,6 +422,35 @@ int run_command(const GlobalOptions& global, const RunOptions& options, int argc
   scheduler_options.cpus = std::max(machine_cpus(), scheduler_options.jobs);
   scheduler_options.keep_going = options.keep_going ? core::KeepGoing::yes : core::KeepGoing::no;
   scheduler_options.seed = std::hash<std::string>{}(run->id);
+  if (!options.only.empty() || !options.from.empty()) {
+    auto indices = [&](const std::vector<std::string>& names) {
+      std::vector<int> out;
+      for (const std::string& name : names) {
+        for (std::size_t i = 0; i < plan->steps.size(); ++i) {
+          if (plan->steps[i].id == name) {
+            out.push_back(static_cast<int>(i));
+          }
+        }
+      }
+      return out;
+    };
+    auto join = [](const std::vector<std::string>& names) {
+      std::string text;
+      for (const std::string& name : names) {
+        text += (text.empty() ? "" : ", ") + name;
+      }
+      return text;
+    };
+    scheduler_options.selected = core::select_steps(*plan, indices(options.only), indices(options.from));
+    std::string how;
+    if (!options.only.empty()) {
+      how = "--only " + join(options.only);
+    }
+    if (!options.from.empty()) {
+      how += (how.empty() ? "" : " ") + std::string("--from ") + join(options.from);
+    }
+    scheduler_options.unselected_reason = "not selected (" + how + ")";
+  }
   auto& store_ref = **store;
   const std::string run_id = run->id;
   core::Scheduler scheduler(

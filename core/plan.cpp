@@ -277,4 +277,36 @@ Expected<Plan> make_plan(const Workflow& workflow, const PlanContext& context) {
   return plan;
 }
 
+std::vector<char> select_steps(const Plan& plan, const std::vector<int>& only, const std::vector<int>& from) {
+  const std::size_t count = plan.steps.size();
+  if (only.empty() && from.empty()) {
+    return std::vector<char>(count, 1);
+  }
+  std::vector<char> selected(count, 0);
+  for (int step : only) {
+    selected[static_cast<std::size_t>(step)] = 1;
+  }
+  if (!from.empty()) {
+    std::vector<std::vector<int>> dependents(count);
+    for (std::size_t i = 0; i < count; ++i) {
+      for (int need : plan.steps[i].needs) {
+        dependents[static_cast<std::size_t>(need)].push_back(static_cast<int>(i));
+      }
+    }
+    std::vector<char> reached(count, 0);
+    std::vector<int> stack(from.begin(), from.end());
+    while (!stack.empty()) {
+      const auto step = static_cast<std::size_t>(stack.back());
+      stack.pop_back();
+      if (reached[step]) {
+        continue;
+      }
+      reached[step] = 1;
+      selected[step] = 1;
+      stack.insert(stack.end(), dependents[step].begin(), dependents[step].end());
+    }
+  }
+  return selected;
+}
+
 } // namespace kiln::core

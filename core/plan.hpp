@@ -67,6 +67,13 @@ std::string shell_quote(std::string_view value);
 
 /// The full environment of one attempt: base, then the step's own, then
 /// KILN_WORKDIR and KILN_ATTEMPT. Later entries override earlier ones of the same name.
+/// Which steps a partial run (`kiln run --only/--from`) runs, by index:
+/// each step in `only` by itself, and each step in `from` with everything
+/// downstream of it; the union when both are given. Every other step is
+/// left out (its upstream work is taken as done). Empty `only` and `from`
+/// select every step.
+std::vector<char> select_steps(const Plan& plan, const std::vector<int>& only, const std::vector<int>& from);
+
 std::vector<std::string> attempt_environment(const Plan& plan, const PlannedStep& step, int attempt);
 
 } // namespace kiln::core

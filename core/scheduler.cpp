@@ -31,8 +31,18 @@ Millis Scheduler::backoff_delay(const RetryPolicy& policy, int next_attempt) {
 }
 
 RunResult Scheduler::run() {
+  if (!m_options.selected.empty()) {
+    for (std::size_t i = 0; i < m_steps.size(); ++i) {
+      if (!m_options.selected[i]) {
+        finish_step(static_cast<int>(i), StepStatus::skipped, m_options.unselected_reason);
+        for (int d : m_dependents[i]) {
+          --m_steps[d].unfinished_needs;
+        }
+      }
+    }
+  }
   for (std::size_t i = 0; i < m_steps.size(); ++i) {
-    if (m_steps[i].unfinished_needs == 0) {
+    if (m_steps[i].unfinished_needs == 0 && m_steps[i].status == StepStatus::pending) {
       push_ready(static_cast<int>(i));
     }
   }

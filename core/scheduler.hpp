@@ -33,6 +33,11 @@ struct SchedulerOptions {
   KeepGoing keep_going = KeepGoing::no;
   /// Seeds retry jitter, so tests are repeatable.
   std::uint64_t seed = 0;
+  /// A partial run: per step, whether it runs (see select_steps); empty =
+  /// all. A step left out is recorded skipped with `unselected_reason`, and
+  /// the steps needing it start as if it had succeeded.
+  std::vector<char> selected;
+  std::string unselected_reason;
 };
 
 /// How one attempt ended.

@@ -107,6 +107,23 @@ TEST_SUITE("core::Scheduler") {
     CHECK(h.executor.max_running == 1);
   }
 
+  TEST_CASE("a partial run skips the steps left out and runs what needs them") {
+    // a -> b -> c, and d alone: --from b runs b and c, taking a as done.
+    Harness h(make_plan({{"a", {}}, {"b", {0}}, {"c", {1}}, {"d", {}}}));
+    h.options.selected = core::select_steps(h.plan, {}, {1});
+    CHECK(h.options.selected == std::vector<char>{0, 1, 1, 0});
+    h.options.unselected_reason = "not selected (--from b)";
+    auto result = h.run();
+    CHECK(result.status == core::RunStatus::succeeded);
+    CHECK(h.start_order() == std::vector<std::string>{"b", "c"});
+    CHECK(h.recorder.reasons["a"] == "not selected (--from b)");
+    CHECK(result.steps == std::vector<StepStatus>{StepStatus::skipped, StepStatus::succeeded, StepStatus::succeeded,
+                                                  StepStatus::skipped});
+    // --only c --from d: each by itself, and d's (no) dependents.
+    CHECK(core::select_steps(h.plan, {2}, {3}) == std::vector<char>{0, 0, 1, 1});
+    CHECK(core::select_steps(h.plan, {}, {}) == std::vector<char>{1, 1, 1, 1});
+  }
+
   TEST_CASE("parallelism is bounded by jobs, and the longest path starts first") {
     // d is alone; a -> b -> c is a chain: a has the longer path behind it.
     Harness h(make_plan({{"d", {}}, {"e", {}}, {"a", {}}, {"b", {2}}, {"c", {3}}}));
