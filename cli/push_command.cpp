@@ -226,10 +226,14 @@ void auto_push(core::TrackerStore& store, std::int64_t run, const PushTarget& ta
   // about 25 s: two tries of 10 s before the budget runs out.
   http->request_timeout = std::min(http->request_timeout, std::chrono::milliseconds(10'000));
   http->connect_timeout = std::min(http->connect_timeout, std::chrono::milliseconds(5'000));
+  http->stall_timeout = std::min(http->stall_timeout, std::chrono::milliseconds(10'000));
   mlflow::PushSettings settings = push_settings(*http, target.experiment, *policy, 4);
-  core::Expected<plugins::mlflow::PushLock> lock = mlflow::PushLock::acquire(store.directory());
+  // Never wait on a long push (a cron backlog): the run stays pending for it.
+  core::Expected<plugins::mlflow::PushLock> lock =
+      mlflow::PushLock::acquire(store.directory(), mlflow::PushLock::Wait::no);
   if (!lock) {
-    std::fprintf(stderr, "kiln: warning: not pushed: %s\n", lock.error().c_str());
+    std::fprintf(stderr, "kiln: warning: not pushed yet: %s; the run is pending for `kiln push --pending`\n",
+                 lock.error().c_str());
     return;
   }
   const auto started = std::chrono::steady_clock::now();
@@ -326,8 +330,10 @@ int push_command(const GlobalOptions& global, const PushOptions& options) {
         continue;
       }
       if (planned[run.number].insert(record->remote).second) {
-        // The stored remote has no credentials: the environment supplies them.
-        groups[{record->remote, experiment_for(run, record)}].push_back(run);
+        // The stored remote has no credentials: the environment supplies
+        // them, or MLFLOW_TRACKING_URI's userinfo when it names this server.
+        const std::string& uri = record->remote == given_remote ? given_uri : record->remote;
+        groups[{uri, experiment_for(run, record)}].push_back(run);
       }
     }
     return true;
@@ -389,7 +395,8 @@ int push_command(const GlobalOptions& global, const PushOptions& options) {
   }
   std::optional<plugins::mlflow::PushLock> lock;
   if (!options.dry_run) {
-    core::Expected<plugins::mlflow::PushLock> acquired = mlflow::PushLock::acquire(store->directory());
+    core::Expected<plugins::mlflow::PushLock> acquired =
+        mlflow::PushLock::acquire(store->directory(), mlflow::PushLock::Wait::yes);
     if (!acquired) {
       std::fprintf(stderr, "kiln: error: %s\n", acquired.error().c_str());
       return k_exit_internal;

@@ -575,15 +575,17 @@ HttpResult send_with_retries(HttpTransport& transport, const HttpRequest& reques
     if (elapsed + delay > policy.budget) {
       break;
     }
-    if (before_retry && !before_retry(result)) {
-      break;
-    }
     if (trace) {
       trace("retrying " + request.method + " " + request.target + " in " + format_seconds(delay) + " after " +
             describe_failure(result) + " (retry " + std::to_string(retry) + " of " +
             std::to_string(policy.max_retries) + ")");
     }
     environment.sleep(delay);
+    // After the wait: a server still committing what the failed try asked
+    // for has had the backoff's time to finish before the caller looks.
+    if (before_retry && !before_retry(result)) {
+      break;
+    }
     result = transport.send(request);
   }
   return result;

@@ -189,8 +189,8 @@ RetryEnvironment& system_retry_environment();
 
 /// Sends `request` through `transport` until it gets a non-retryable result
 /// or the policy gives up; returns the last result. `before_retry`, when
-/// set, is called before each retry with the failed result and may return
-/// false to stop retrying (and return that result). Each retry is traced
+/// set, is called before each retry (after its wait) with the failed
+/// result and may return false to stop retrying (and return that result). Each retry is traced
 /// through `trace` when set ("retrying POST /x in 1.2 s after 503").
 HttpResult send_with_retries(HttpTransport& transport, const HttpRequest& request, const RetryPolicy& policy,
                              RetryEnvironment& environment,

@@ -228,6 +228,10 @@ Expected<PushPlan> plan_push(core::TrackerStore& store, const core::RunRecord& r
     if (run.exit_code) {
       add("kiln.exit_code", std::to_string(*run.exit_code));
     }
+    // Keys kiln sets on nested runs only: on the run's own they would
+    // misplace it in the UI or hide it from the search for an earlier push.
+    seen.insert(std::string(k_parent_tag));
+    seen.insert(std::string(k_step_tag));
     for (const core::KeyValue& tag : *tags) {
       if (tag.step_id.empty()) {
         add(tag.key, tag.value);
@@ -618,7 +622,9 @@ PushResult Pusher::push(const core::RunRecord& run) {
     auto before_retry = [&](const HttpResult&) {
       ApiResult<std::vector<RemoteRun>> found = client.search_runs(experiment, filter);
       if (!found.ok()) {
-        return true;
+        // Unknown whether the failed try created the run: creating again
+        // could make a second one. Stop; the next push's search finds it.
+        return false;
       }
       Expected<bool> adopted = adopt(*found.value, i);
       if (!adopted) {
@@ -838,13 +844,17 @@ PushResult Pusher::push(const core::RunRecord& run) {
 
 // ---- PushLock ----
 
-Expected<PushLock> PushLock::acquire(const std::filesystem::path& store_directory) {
+Expected<PushLock> PushLock::acquire(const std::filesystem::path& store_directory, Wait wait) {
   const std::filesystem::path file = store_directory / "push.lock";
   const int fd = ::open(file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (fd < 0) {
     return Error{file.string() + ": " + std::strerror(errno)};
   }
-  while (::flock(fd, LOCK_EX) != 0) {
+  while (::flock(fd, wait == Wait::yes ? LOCK_EX : LOCK_EX | LOCK_NB) != 0) {
+    if (errno == EWOULDBLOCK) {
+      ::close(fd);
+      return Error{"another kiln push from this store is running"};
+    }
     if (errno != EINTR) {
       const int error = errno;
       ::close(fd);

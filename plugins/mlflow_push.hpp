@@ -136,10 +136,12 @@ private:
 
 /// An exclusive lock on pushing from one store (<store>/push.lock), so an
 /// auto-push and a cron `kiln push --pending` never send the same run at
-/// once. Waits for the holder.
+/// once.
 class PushLock {
 public:
-  static core::Expected<PushLock> acquire(const std::filesystem::path& store_directory);
+  enum class Wait { no, yes };
+  /// With Wait::no, an error at once when another push holds it.
+  static core::Expected<PushLock> acquire(const std::filesystem::path& store_directory, Wait wait);
   PushLock(PushLock&& other) noexcept;
   PushLock& operator=(PushLock&&) = delete;
   PushLock(const PushLock&) = delete;

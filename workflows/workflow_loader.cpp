@@ -373,8 +373,6 @@ struct Positioned {
   std::uint32_t offset = 0;
   std::uint32_t length = 1;
   std::string message;
-  /// Text the source line must not show (a password), masked with '*'.
-  std::string conceal;
 };
 
 class Loader {
@@ -438,6 +436,8 @@ private:
   const SourceMap& m_source;
   const std::string& m_path;
   std::vector<Positioned> m_errors;
+  /// Text no source line shown may hold (credentials), masked with '*'.
+  std::vector<std::string> m_concealed;
   std::vector<std::string> m_file_level;
   std::vector<std::string> m_unplaced;
 
@@ -475,10 +475,10 @@ std::vector<Diagnostic> Loader::take_diagnostics() {
     d.line = m_source.line_of(e.offset);
     d.column = m_source.column_of(e.offset);
     d.source_line = std::string(m_source.line_text(d.line));
-    if (!e.conceal.empty()) {
-      for (std::size_t at = d.source_line.find(e.conceal); at != std::string::npos;
-           at = d.source_line.find(e.conceal, at + e.conceal.size())) {
-        d.source_line.replace(at, e.conceal.size(), std::string(e.conceal.size(), '*'));
+    for (const std::string& secret : m_concealed) {
+      for (std::size_t at = d.source_line.find(secret); at != std::string::npos;
+           at = d.source_line.find(secret, at + secret.size())) {
+        d.source_line.replace(at, secret.size(), std::string(secret.size(), '*'));
       }
     }
     const int room = std::max(1, static_cast<int>(d.source_line.size()) - (d.column - 1));
@@ -897,24 +897,25 @@ void Loader::load_tracking(const Node& key, const Node& value, core::TrackingCon
       // Credentials belong in MLFLOW_TRACKING_USERNAME/PASSWORD or _TOKEN:
       // the workflow file is copied into every run's record. Whatever is
       // wrong, the error shows them masked.
+      // Userinfo is whatever precedes the last '@' (a password may hold '/',
+      // '#' or '?' unencoded; an '@' in a path must be written %40), with or
+      // without a scheme. It is masked in every error shown for this file.
       const std::size_t scheme_end = text->find("://");
       const std::size_t authority = scheme_end == std::string::npos ? 0 : scheme_end + 3;
-      const std::size_t authority_end = std::min(text->find_first_of("/?#", authority), text->size());
-      const std::size_t at = text->rfind('@', authority_end);
+      const std::size_t at = text->rfind('@');
       const std::string userinfo =
-          scheme_end != std::string::npos && at != std::string::npos && at >= authority
-              ? text->substr(authority, at - authority)
-              : std::string();
+          at != std::string::npos && at >= authority ? text->substr(authority, at - authority) : std::string();
       std::string shown = *text;
       if (!userinfo.empty()) {
         shown.replace(authority, userinfo.size(), "***");
+        m_concealed.push_back(userinfo);
       }
       const std::string_view scheme =
           scheme_end == std::string::npos ? std::string_view() : std::string_view(*text).substr(0, scheme_end);
       if (!userinfo.empty()) {
-        error_at(*uri, "tracking uri holds credentials, and the workflow file is copied into every run's record; "
-                       "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) instead");
-        m_errors.back().conceal = userinfo;
+        error_at(*uri, "tracking uri holds credentials (before its '@'), and the workflow file is copied into every "
+                       "run's record; set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or "
+                       "MLFLOW_TRACKING_TOKEN) instead, and write an '@' in a path as %40");
       } else if (scheme != "http" && scheme != "https") {
         error_at(*uri, "tracking uri " + quote(shown) +
                            " is not an MLflow tracking server; give its http:// or https:// address");

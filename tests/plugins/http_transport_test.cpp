@@ -314,7 +314,8 @@ TEST_SUITE("plugins::send_with_retries") {
     CHECK(transport.sent == 2);
     CHECK_FALSE(result.ok());
     CHECK(result.error.message == "reset");
-    CHECK(environment.sleeps == std::vector<double>{2});
+    // It is asked after each wait (the second one too), just before the resend.
+    CHECK(environment.sleeps == std::vector<double>{2, 4});
   }
 
   TEST_CASE("before_retry is not called when no retry would follow") {

@@ -165,9 +165,20 @@ TEST_SUITE("workflows::WorkflowLoader") {
     CHECK(wf.tracking.uri == "https://mlflow.example.com:5000/base");
     CHECK(wf.tracking.experiment == "nightly retrain");
     CHECK(load_ok("name: w\nsteps:\n  a: {run: 'true'}\n").tracking.uri.empty());
-    // '@' in the path is not userinfo.
-    CHECK(load_ok("name: w\ntracking: {uri: 'http://h/a@b'}\nsteps:\n  a: {run: 'true'}\n").tracking.uri ==
-          "http://h/a@b");
+    CHECK(load_ok("name: w\ntracking: {uri: 'http://h/a%40b'}\nsteps:\n  a: {run: 'true'}\n").tracking.uri ==
+          "http://h/a%40b");
+    // Anything before an '@' counts as credentials, whatever the scheme or
+    // the characters in the password, and is masked in every error on the line.
+    for (const char* uri : {"http://h/a@b", "alice:s3cret@mlflow:5000", "http:/alice:s3cret@mlflow",
+                            "http://alice:s3#cr/et@mlflow:5000", "http://alice:s3cret@mlflow:5000/${{ params.x }}"}) {
+      const LoadResult result =
+          parse_workflow("name: w\ntracking: {uri: '" + std::string(uri) + "'}\nsteps:\n  a: {run: 'true'}\n", "t.yaml");
+      CAPTURE(uri);
+      CHECK_FALSE(result.ok());
+      const std::string text = all_diagnostics(result);
+      CHECK(text.find("holds credentials") != std::string::npos);
+      CHECK(text.find("s3") == std::string::npos);
+    }
   }
 
   TEST_CASE("a required parameter must be given with -p") {
