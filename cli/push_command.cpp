@@ -47,7 +47,8 @@ core::Expected<plugins::HttpSettings> http_settings(const std::string& uri, bool
   if (!settings) {
     return settings;
   }
-  if (core::Expected<void> applied = plugins::apply_environment(*settings, [](const char* name) { return std::getenv(name); });
+  if (core::Expected<void> applied =
+          plugins::apply_environment(*settings, [](const char* name) { return std::getenv(name); });
       !applied) {
     return core::Error{applied.error()};
   }
@@ -94,29 +95,27 @@ void print_result(const mlflow::PushResult& result, const mlflow::PushSettings& 
   }
   const std::string where = settings.remote + ", experiment '" + settings.experiment + "'";
   if (!result.ok) {
-    std::fprintf(stderr, "kiln: error: push of run %lld to %s: %s\n", static_cast<long long>(result.run),
-                 where.c_str(), result.error.c_str());
+    std::fprintf(stderr, "kiln: error: push of run %lld to %s: %s\n", static_cast<long long>(result.run), where.c_str(),
+                 result.error.c_str());
     return;
   }
-  const std::string data = count(result.params, "param", "params") + ", " + count(result.tags, "tag", "tags") +
-                           ", " + count(result.points, "metric point", "metric points") + " (" +
-                           count(result.batches, "batch", "batches") + ") and " +
-                           count(result.artifacts, "artifact", "artifacts") + " (" +
-                           format_size(result.artifact_bytes) + ")";
+  const std::string data =
+      count(result.params, "param", "params") + ", " + count(result.tags, "tag", "tags") + ", " +
+      count(result.points, "metric point", "metric points") + " (" + count(result.batches, "batch", "batches") +
+      ") and " + count(result.artifacts, "artifact", "artifacts") + " (" + format_size(result.artifact_bytes) + ")";
   if (dry_run) {
     if (result.already_synced) {
       std::printf("kiln: run %lld: nothing to send to %s\n", static_cast<long long>(result.run), where.c_str());
     } else {
-      std::printf("kiln: run %lld -> %s: would create %s and send %s: about %s\n",
-                  static_cast<long long>(result.run), where.c_str(),
-                  count(result.runs_created, "MLflow run", "MLflow runs").c_str(), data.c_str(),
+      std::printf("kiln: run %lld -> %s: would create %s and send %s: about %s\n", static_cast<long long>(result.run),
+                  where.c_str(), count(result.runs_created, "MLflow run", "MLflow runs").c_str(), data.c_str(),
                   count(result.requests, "request", "requests").c_str());
     }
     return;
   }
   if (result.already_synced) {
-    std::printf("kiln: run %lld is already on %s (MLflow run %s)\n", static_cast<long long>(result.run),
-                where.c_str(), result.remote_run_id.c_str());
+    std::printf("kiln: run %lld is already on %s (MLflow run %s)\n", static_cast<long long>(result.run), where.c_str(),
+                result.remote_run_id.c_str());
     return;
   }
   std::string created = count(result.runs_created, "MLflow run", "MLflow runs") + " created";
@@ -351,8 +350,7 @@ int push_command(const GlobalOptions& global, const PushOptions& options) {
   if (options.pending) {
     std::set<std::int64_t> candidates;
     for (const core::PushRecord& record : *records) {
-      if (record.state != core::PushState::synced &&
-          (options.tracking_uri.empty() || record.remote == given_remote)) {
+      if (record.state != core::PushState::synced && (options.tracking_uri.empty() || record.remote == given_remote)) {
         candidates.insert(record.run);
       }
     }

@@ -383,10 +383,6 @@ Expected<void> upsert_tags(sqlite::Database& database, std::int64_t run, std::st
 }
 
 /// "the run" or "step 'train'", for messages about a run's or a step's values.
-std::string owner_text(std::string_view step) {
-  return step.empty() ? std::string("the run") : "step '" + std::string(step) + "'";
-}
-
 /// A REAL column that may hold NULL for NaN.
 double column_metric(const StatementRef& row, int column) {
   return row.is_null(column) ? std::numeric_limits<double>::quiet_NaN() : row.column_double(column);
@@ -1492,7 +1488,7 @@ Expected<void> TrackerStore::log_params(std::int64_t run, std::string_view step,
         continue;
       }
       // Nothing of this call is written: the transaction rolls back.
-      return Error{"param '" + key + "' of " + owner_text(step) + " was logged as '" + *logged +
+      return Error{"param '" + key + "' of " + describe_owner(step) + " was logged as '" + *logged +
                    "'; it cannot be changed to '" + value + "'"};
     }
     Expected<CachedStatement> insert =

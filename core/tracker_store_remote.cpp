@@ -1,8 +1,9 @@
 // TrackerStore: what has been pushed to remote trackers (schema version 4).
 // Each call is one short statement or transaction, like the rest of the
 // store, so a push killed at any point leaves progress that is true: at
-// worst one acknowledged batch is not yet marked and is sent again, which
-// MLflow absorbs (identical points are de-duplicated, equal params accepted).
+// worst the requests in flight (one per connection) were acknowledged but
+// not yet marked, and are sent again; MLflow accepts an equal param, and its
+// SQL stores keep identical points once.
 
 #include "core/tracker_store.hpp"
 
@@ -29,12 +30,9 @@ std::optional<PushState> parse_push_state(std::string_view text) {
 
 std::string_view to_string(PushState state) {
   switch (state) {
-  case PushState::pending:
-    return "pending";
-  case PushState::synced:
-    return "synced";
-  case PushState::failed:
-    return "failed";
+  case PushState::pending: return "pending";
+  case PushState::synced: return "synced";
+  case PushState::failed: return "failed";
   }
   return "pending";
 }
@@ -113,8 +111,8 @@ Expected<std::vector<std::string>> TrackerStore::remote_artifacts(std::string_vi
 
 Expected<void> TrackerStore::mark_remote_artifact(std::string_view remote, std::int64_t run, std::string_view step,
                                                   std::string_view path) {
-  Expected<CachedStatement> statement = m_database.cached(
-      "INSERT OR IGNORE INTO remote_artifacts (remote, run, step, path) VALUES (?1, ?2, ?3, ?4)");
+  Expected<CachedStatement> statement =
+      m_database.cached("INSERT OR IGNORE INTO remote_artifacts (remote, run, step, path) VALUES (?1, ?2, ?3, ?4)");
   if (!statement) {
     return Error{statement.error()};
   }
@@ -123,8 +121,7 @@ Expected<void> TrackerStore::mark_remote_artifact(std::string_view remote, std::
 }
 
 Expected<std::vector<RemotePoint>> TrackerStore::metric_points_after(std::int64_t run, std::string_view step,
-                                                                    std::int64_t series, std::int64_t seq,
-                                                                    int limit) {
+                                                                     std::int64_t series, std::int64_t seq, int limit) {
   std::vector<RemotePoint> points;
   points.reserve(static_cast<std::size_t>(std::max(limit, 0)));
   std::vector<std::pair<std::int64_t, std::string>> all_series;

@@ -48,6 +48,10 @@ std::optional<ArtifactKind> parse_artifact_kind(std::string_view text) {
 // MLflow treats keys as file names in places, so it also requires a key to
 // be its own normal form as a path (posixpath.normpath(key) == key): no
 // empty, "." or ".." component, hence no leading, trailing or doubled '/'.
+std::string describe_owner(std::string_view step) {
+  return step.empty() ? std::string("the run") : "step '" + std::string(step) + "'";
+}
+
 std::string check_key(std::string_view key) {
   if (key.empty()) {
     return "a key must not be empty";

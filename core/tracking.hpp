@@ -81,4 +81,7 @@ struct ArtifactRecord {
 /// not absolute): "" when `key` follows them, else why not.
 std::string check_key(std::string_view key);
 
+/// Whose value it is, for messages: "the run" (step "") or "step 'train'".
+std::string describe_owner(std::string_view step);
+
 } // namespace kiln::core

@@ -219,7 +219,8 @@ ApiResult<nlohmann::json> Client::call(const HttpRequest& request,
       if (response.body.find_first_not_of(" \t\r\n") == std::string::npos) {
         return succeeded(nlohmann::json::object());
       }
-      return failed<nlohmann::json>(malformed(request.method + " " + request.target.substr(0, request.target.find('?'))));
+      return failed<nlohmann::json>(
+          malformed(request.method + " " + request.target.substr(0, request.target.find('?'))));
     }
     return succeeded(std::move(body));
   }
@@ -235,15 +236,9 @@ ApiResult<nlohmann::json> Client::call(const HttpRequest& request,
       error.message = "not authenticated; set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or "
                       "MLFLOW_TRACKING_TOKEN (the server refused the credentials given, if any)";
       break;
-    case 403:
-      error.message = "permission denied for these credentials";
-      break;
-    case 404:
-      error.message = "not found; is this an MLflow tracking server (at its base URL)?";
-      break;
-    default:
-      error.message = "the server answered without an MLflow error body";
-      break;
+    case 403: error.message = "permission denied for these credentials"; break;
+    case 404: error.message = "not found; is this an MLflow tracking server (at its base URL)?"; break;
+    default: error.message = "the server answered without an MLflow error body"; break;
     }
   }
   error.message += gave_up;
@@ -379,8 +374,8 @@ ApiResult<Done> Client::update_run(std::string_view run_id, std::string_view sta
   // check that the server took it.
   const RunInfo info = read_run_info(answer.value->value("run_info", nlohmann::json()));
   if (!info.status.empty() && info.status != status) {
-    return failed<Done>(ApiError{200, "", "the server kept status " + info.status + " instead of " +
-                                              std::string(status)});
+    return failed<Done>(
+        ApiError{200, "", "the server kept status " + info.status + " instead of " + std::string(status)});
   }
   return succeeded(Done{});
 }

@@ -45,26 +45,23 @@ void truncate_code_points(std::string& text, std::size_t limit) {
   }
 }
 
-std::string describe_owner(std::string_view step) {
-  return step.empty() ? std::string("the run") : "step '" + std::string(step) + "'";
-}
-
 /// Adds `key` = `value` unless the key is taken; a key or value MLflow
 /// refuses is skipped or cut, with a warning.
 void add_entry(std::vector<KeyValue>& entries, std::set<std::string>& seen, std::string key, std::string value,
                std::size_t value_limit, std::string_view what, std::string_view step,
                std::vector<std::string>& warnings) {
   if (std::string problem = core::check_key(key); !problem.empty()) {
-    warnings.push_back("skipped " + std::string(what) + " '" + key + "' of " + describe_owner(step) + ": " + problem);
+    warnings.push_back("skipped " + std::string(what) + " '" + key + "' of " + core::describe_owner(step) + ": " +
+                       problem);
     return;
   }
   if (!seen.insert(key).second) {
-    warnings.push_back("skipped " + std::string(what) + " '" + key + "' of " + describe_owner(step) +
+    warnings.push_back("skipped " + std::string(what) + " '" + key + "' of " + core::describe_owner(step) +
                        ": kiln sets that key itself");
     return;
   }
   if (code_points(value) > value_limit) {
-    warnings.push_back("cut " + std::string(what) + " '" + key + "' of " + describe_owner(step) + " from " +
+    warnings.push_back("cut " + std::string(what) + " '" + key + "' of " + core::describe_owner(step) + " from " +
                        std::to_string(code_points(value)) + " to " + std::to_string(value_limit) +
                        " characters (MLflow's limit)");
     truncate_code_points(value, value_limit);
@@ -138,27 +135,20 @@ Expected<void> run_parallel(std::size_t threads, std::size_t jobs,
 
 std::string_view mlflow_status(core::RunStatus status) {
   switch (status) {
-  case core::RunStatus::succeeded:
-    return "FINISHED";
+  case core::RunStatus::succeeded: return "FINISHED";
   case core::RunStatus::failed:
-  case core::RunStatus::crashed:
-    return "FAILED";
-  case core::RunStatus::cancelled:
-    return "KILLED";
-  case core::RunStatus::running:
-    return "RUNNING";
+  case core::RunStatus::crashed: return "FAILED";
+  case core::RunStatus::cancelled: return "KILLED";
+  case core::RunStatus::running: return "RUNNING";
   }
   return "FAILED";
 }
 
 std::string_view mlflow_status(core::StepStatus status) {
   switch (status) {
-  case core::StepStatus::succeeded:
-    return "FINISHED";
-  case core::StepStatus::failed:
-    return "FAILED";
-  case core::StepStatus::running:
-    return "RUNNING";
+  case core::StepStatus::succeeded: return "FINISHED";
+  case core::StepStatus::failed: return "FAILED";
+  case core::StepStatus::running: return "RUNNING";
   case core::StepStatus::pending:
   case core::StepStatus::skipped:
   case core::StepStatus::cancelled:
@@ -305,8 +295,8 @@ Expected<PushPlan> plan_push(core::TrackerStore& store, const core::RunRecord& r
   for (const core::KeyValue& param : *params) {
     auto it = index.find(param.step_id);
     if (it != index.end()) {
-      add_entry(plan.runs[it->second].params, param_keys[it->second], param.key, param.value,
-                k_max_param_value_length, "param", param.step_id, warnings);
+      add_entry(plan.runs[it->second].params, param_keys[it->second], param.key, param.value, k_max_param_value_length,
+                "param", param.step_id, warnings);
     }
   }
   for (const core::MetricSummary& summary : *metrics) {
@@ -316,7 +306,7 @@ Expected<PushPlan> plan_push(core::TrackerStore& store, const core::RunRecord& r
     }
     PlannedRun& planned = plan.runs[it->second];
     if (std::string problem = core::check_key(summary.key); !problem.empty()) {
-      warnings.push_back("skipped metric '" + summary.key + "' of " + describe_owner(summary.step_id) + " (" +
+      warnings.push_back("skipped metric '" + summary.key + "' of " + core::describe_owner(summary.step_id) + " (" +
                          std::to_string(summary.count) + " points): " + problem);
       planned.skipped_metrics.push_back(summary.key);
     } else {
@@ -358,8 +348,8 @@ Pusher::Pusher(core::TrackerStore& store, PushSettings settings) : m_store(store
   for (int i = 0; i < count; ++i) {
     auto connection = std::make_unique<Connection>();
     connection->transport = m_settings.make_transport();
-    connection->client = std::make_unique<Client>(*connection->transport, m_settings.policy,
-                                                  *m_settings.environment, m_settings.trace);
+    connection->client =
+        std::make_unique<Client>(*connection->transport, m_settings.policy, *m_settings.environment, m_settings.trace);
     m_connections.push_back(std::move(connection));
   }
 }
@@ -423,13 +413,15 @@ PushResult Pusher::dry_run(const core::RunRecord& run) {
         static_cast<std::int64_t>(planned.batch_tags.size()) - (state ? state->tags_sent : 0);
     const std::int64_t points = planned.points - (state ? state->points_sent : 0);
     result.params += std::max<std::int64_t>(0, params);
-    result.tags += std::max<std::int64_t>(0, batch_tags) + (state ? 0 : static_cast<std::int64_t>(planned.create_tags.size()));
+    result.tags +=
+        std::max<std::int64_t>(0, batch_tags) + (state ? 0 : static_cast<std::int64_t>(planned.create_tags.size()));
     result.points += std::max<std::int64_t>(0, points);
     // The fewest requests the limits allow: every batch full.
-    const std::int64_t entities = std::max<std::int64_t>(0, params) + std::max<std::int64_t>(0, batch_tags) +
-                                  std::max<std::int64_t>(0, points);
+    const std::int64_t entities =
+        std::max<std::int64_t>(0, params) + std::max<std::int64_t>(0, batch_tags) + std::max<std::int64_t>(0, points);
     std::int64_t batches = (entities + k_max_entities_per_batch - 1) / k_max_entities_per_batch;
-    batches = std::max(batches, (std::max<std::int64_t>(0, params) + k_max_params_per_batch - 1) / k_max_params_per_batch);
+    batches =
+        std::max(batches, (std::max<std::int64_t>(0, params) + k_max_params_per_batch - 1) / k_max_params_per_batch);
     result.batches += batches;
     std::set<std::string> sent;
     if (state != nullptr) {
@@ -482,9 +474,9 @@ PushResult Pusher::push(const core::RunRecord& run) {
     record.experiment = m_settings.experiment;
     record.state = result.ok ? core::PushState::synced : core::PushState::failed;
     record.error = result.error;
-    record.updated_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                            std::chrono::system_clock::now().time_since_epoch())
-                            .count();
+    record.updated_ms =
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+            .count();
     std::lock_guard lock(m_store_mutex);
     if (Expected<void> saved = m_store.set_push_record(record); !saved && result.ok) {
       result.ok = false;
@@ -564,7 +556,7 @@ PushResult Pusher::push(const core::RunRecord& run) {
       for (const KeyValue& param : planned.params) {
         for (const KeyValue& held : match->params) {
           if (held.key == param.key && held.value != param.value) {
-            return Error{"param '" + param.key + "' of " + describe_owner(planned.step) + " is '" + held.value +
+            return Error{"param '" + param.key + "' of " + core::describe_owner(planned.step) + " is '" + held.value +
                          "' on the server (MLflow run " + match->info.run_id + ") but '" + param.value +
                          "' here; MLflow does not change params, so nothing was pushed. Delete that MLflow run "
                          "on the server to push this run again"};
@@ -641,7 +633,8 @@ PushResult Pusher::push(const core::RunRecord& run) {
       return {};
     }
     if (!created.ok()) {
-      return Error{"creating the MLflow run for " + describe_owner(planned.step) + ": " + created.error.describe()};
+      return Error{"creating the MLflow run for " + core::describe_owner(planned.step) + ": " +
+                   created.error.describe()};
     }
     core::RemoteRunState& state = session.states[i];
     state = core::RemoteRunState{};
@@ -666,18 +659,18 @@ PushResult Pusher::push(const core::RunRecord& run) {
     std::set<std::string> skipped(planned.skipped_metrics.begin(), planned.skipped_metrics.end());
     for (;;) {
       Batch batch;
-      const auto param_begin = static_cast<std::size_t>(std::min<std::int64_t>(
-          state.params_sent, static_cast<std::int64_t>(planned.params.size())));
+      const auto param_begin = static_cast<std::size_t>(
+          std::min<std::int64_t>(state.params_sent, static_cast<std::int64_t>(planned.params.size())));
       const std::size_t params = std::min(planned.params.size() - param_begin, std::size_t{k_max_params_per_batch});
       batch.params.assign(planned.params.begin() + static_cast<std::ptrdiff_t>(param_begin),
                           planned.params.begin() + static_cast<std::ptrdiff_t>(param_begin + params));
-      const auto tag_begin = static_cast<std::size_t>(std::min<std::int64_t>(
-          state.tags_sent, static_cast<std::int64_t>(planned.batch_tags.size())));
+      const auto tag_begin = static_cast<std::size_t>(
+          std::min<std::int64_t>(state.tags_sent, static_cast<std::int64_t>(planned.batch_tags.size())));
       const std::size_t tags = std::min(planned.batch_tags.size() - tag_begin, std::size_t{k_max_tags_per_batch});
       batch.tags.assign(planned.batch_tags.begin() + static_cast<std::ptrdiff_t>(tag_begin),
                         planned.batch_tags.begin() + static_cast<std::ptrdiff_t>(tag_begin + tags));
-      const int room = static_cast<int>(std::min<std::size_t>(k_max_metrics_per_batch,
-                                                               k_max_entities_per_batch - params - tags));
+      const int room =
+          static_cast<int>(std::min<std::size_t>(k_max_metrics_per_batch, k_max_entities_per_batch - params - tags));
       std::int64_t last_series = state.points_series;
       std::int64_t last_seq = state.points_seq;
       std::int64_t taken = 0;
@@ -713,7 +706,7 @@ PushResult Pusher::push(const core::RunRecord& run) {
       if (!sent.ok()) {
         std::string what = "logging " + std::to_string(batch.params.size()) + " params, " +
                            std::to_string(batch.metrics.size()) + " metric points and " +
-                           std::to_string(batch.tags.size()) + " tags of " + describe_owner(planned.step) +
+                           std::to_string(batch.tags.size()) + " tags of " + core::describe_owner(planned.step) +
                            " to MLflow run " + state.remote_id + ": " + sent.error.describe();
         if (sent.error.message.find("Changing param values") != std::string::npos) {
           what += "; a param differs from the value the server holds, and MLflow does not change params. Delete "
@@ -778,32 +771,33 @@ PushResult Pusher::push(const core::RunRecord& run) {
   }
   std::atomic<std::int64_t> uploaded{0};
   std::atomic<std::int64_t> uploaded_bytes{0};
-  Expected<void> sent = run_parallel(threads, uploads.size(), [&](std::size_t thread, std::size_t job) -> Expected<void> {
-    const Upload& upload = uploads[job];
-    const core::RemoteRunState& state = session.states[upload.run];
-    const core::ArtifactRecord& artifact = *upload.artifact;
-    const std::optional<std::string> target = artifact_target(state.artifact_uri, artifact.path);
-    if (!target) {
-      return Error{"MLflow run " + state.remote_id + " keeps its artifacts at " + state.artifact_uri +
-                   ", which kiln cannot write to through the server; start the server with --serve-artifacts "
-                   "(the artifact proxy, MLflow's default since 2.0)"};
-    }
-    const std::filesystem::path file = m_store.blobs().path_of(artifact.sha256);
-    ApiResult<Done> put = m_connections[thread]->client->upload_artifact(*target, file);
-    if (!put.ok()) {
-      return Error{"uploading artifact '" + artifact.path + "' of " + describe_owner(artifact.step_id) + ": " +
-                   put.error.describe()};
-    }
-    std::lock_guard lock(m_store_mutex);
-    if (Expected<void> saved = m_store.mark_remote_artifact(m_settings.remote, run.number,
-                                                            session.plan.runs[upload.run].step, artifact.path);
-        !saved) {
-      return Error{store_error(saved.error())};
-    }
-    ++uploaded;
-    uploaded_bytes += artifact.size;
-    return {};
-  });
+  Expected<void> sent =
+      run_parallel(threads, uploads.size(), [&](std::size_t thread, std::size_t job) -> Expected<void> {
+        const Upload& upload = uploads[job];
+        const core::RemoteRunState& state = session.states[upload.run];
+        const core::ArtifactRecord& artifact = *upload.artifact;
+        const std::optional<std::string> target = artifact_target(state.artifact_uri, artifact.path);
+        if (!target) {
+          return Error{"MLflow run " + state.remote_id + " keeps its artifacts at " + state.artifact_uri +
+                       ", which kiln cannot write to through the server; start the server with --serve-artifacts "
+                       "(the artifact proxy, MLflow's default since 2.0)"};
+        }
+        const std::filesystem::path file = m_store.blobs().path_of(artifact.sha256);
+        ApiResult<Done> put = m_connections[thread]->client->upload_artifact(*target, file);
+        if (!put.ok()) {
+          return Error{"uploading artifact '" + artifact.path + "' of " + core::describe_owner(artifact.step_id) +
+                       ": " + put.error.describe()};
+        }
+        std::lock_guard lock(m_store_mutex);
+        if (Expected<void> saved = m_store.mark_remote_artifact(m_settings.remote, run.number,
+                                                                session.plan.runs[upload.run].step, artifact.path);
+            !saved) {
+          return Error{store_error(saved.error())};
+        }
+        ++uploaded;
+        uploaded_bytes += artifact.size;
+        return {};
+      });
   result.artifacts = uploaded.load();
   result.artifact_bytes = uploaded_bytes.load();
   if (!sent) {
@@ -820,7 +814,7 @@ PushResult Pusher::push(const core::RunRecord& run) {
     const PlannedRun& planned = session.plan.runs[i];
     ApiResult<Done> updated = client.update_run(state.remote_id, planned.status, planned.end_time);
     if (!updated.ok()) {
-      return Error{"setting the status of " + describe_owner(planned.step) + " (MLflow run " + state.remote_id +
+      return Error{"setting the status of " + core::describe_owner(planned.step) + " (MLflow run " + state.remote_id +
                    ") to " + planned.status + ": " + updated.error.describe()};
     }
     state.finished = true;
