@@ -1,3 +1,4 @@
+#include <algorithm>
 #include "cli/app.hpp"
 
 #include "cli/commands.hpp"
@@ -93,9 +94,38 @@ int main(int argc, char** argv) {
       ->type_name("STEP")
       ->delimiter(',')
       ->allow_extra_args(false);
+  auto* force = run->add_option("--force", run_options.force,
+                                "Run cached steps anyway: every one, or only these (--force=STEP,...)")
+                    ->type_name("STEP")
+                    ->expected(0, 1)
+                    ->delimiter(',')
+                    ->allow_extra_args(false);
   run->add_flag("--no-push", run_options.no_push,
                 "Do not push to the tracking server at the end; `kiln push --pending` sends the run later");
   run->add_option("--store", global.store, "Tracker store directory")->type_name("DIR");
+
+  run->callback([&run_options, force] {
+    // A bare --force (CLI11 gives it one empty value) forces every step.
+    auto& names = run_options.force;
+    names.erase(std::remove(names.begin(), names.end(), std::string()), names.end());
+    run_options.force_all = force->count() > 0 && names.empty();
+  });
+
+  WorkflowOptions status_options;
+  OutputFormat status_format = OutputFormat::table;
+  auto* status = app.add_subcommand("status", "Which steps a run would run, and why (cache keys against the store)");
+  add_workflow_options(status, status_options);
+  add_output_option(status, status_format, {OutputFormat::table, OutputFormat::json});
+  status->add_option("--store", global.store, "Tracker store directory")->type_name("DIR");
+
+  std::string why_run;
+  std::string why_step;
+  OutputFormat why_format = OutputFormat::table;
+  auto* why = app.add_subcommand("why", "Which part of a step's cache key changed since its last successful run");
+  why->add_option("run", why_run, "Run number, id, unique id prefix, or 'last'")->required();
+  why->add_option("step", why_step, "Step id")->required();
+  add_output_option(why, why_format, {OutputFormat::table, OutputFormat::json});
+  why->add_option("--store", global.store, "Tracker store directory")->type_name("DIR");
 
   PushOptions push_options;
   auto* push = app.add_subcommand("push", "Upload runs to an MLflow tracking server");
@@ -268,6 +298,12 @@ int main(int argc, char** argv) {
     }
     if (*run) {
       return run_command(global, run_options, argc, argv);
+    }
+    if (*status) {
+      return status_command(global, status_options, status_format);
+    }
+    if (*why) {
+      return why_command(global, why_run, why_step, why_format);
     }
     if (*push) {
       return push_command(global, push_options);

@@ -3,7 +3,9 @@
 // calls a few core entry points, and prints.
 
 #include "cli/output.hpp"
+#include "core/workflow.hpp"
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -41,12 +43,24 @@ struct RunOptions {
   /// everything downstream).
   std::vector<std::string> only;
   std::vector<std::string> from;
+  /// --force (every step) or --force=STEP,... : run even when cached.
+  bool force_all = false;
+  std::vector<std::string> force;
 };
+
+/// The runner's environment, as KEY=VALUE.
+std::vector<std::string> process_environment();
+/// The workflow, or nothing after printing every problem to stderr.
+std::optional<core::Workflow> load_workflow(const WorkflowOptions& options);
 
 int validate_command(const std::vector<std::string>& files);
 int plan_command(const WorkflowOptions& options, OutputFormat format);
 int graph_command(const WorkflowOptions& options, const std::string& format);
 int run_command(const GlobalOptions& global, const RunOptions& options, int argc, char** argv);
+/// Which steps a run would run and why (cache keys against the store).
+int status_command(const GlobalOptions& global, const WorkflowOptions& options, OutputFormat format);
+/// Which components of a step's cache key changed since its previous execution.
+int why_command(const GlobalOptions& global, const std::string& run, const std::string& step, OutputFormat format);
 
 struct ListOptions {
   std::string workflow;

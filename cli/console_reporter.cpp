@@ -150,6 +150,7 @@ void ConsoleReporter::step_finished(int step, core::StepStatus status, const std
     }
     break;
   }
+  case core::StepStatus::cached: line(paint(head + " cached", Style::dim, m_terminal.color) + ": " + reason); break;
   case core::StepStatus::skipped: line(paint(head + " skipped", Style::dim, m_terminal.color) + ": " + reason); break;
   case core::StepStatus::cancelled:
     line(paint(head + " cancelled", Style::yellow, m_terminal.color) + ": " + reason);

@@ -9,6 +9,7 @@
 #include "core/plan.hpp"
 #include "core/run_recorder.hpp"
 #include "core/scheduler.hpp"
+#include "core/step_decider.hpp"
 #include "core/tracker_store.hpp"
 #include "core/tracking_recorder.hpp"
 #include "plugins/executors.hpp"
@@ -32,41 +33,6 @@ extern char** environ;
 namespace kiln::cli {
 
 namespace {
-
-std::vector<std::string> process_environment() {
-  std::vector<std::string> env;
-  for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
-    env.emplace_back(*e);
-  }
-  return env;
-}
-
-/// The workflow, or nothing after printing every problem to stderr.
-std::optional<core::Workflow> load(const WorkflowOptions& options) {
-  workflows::Overrides overrides;
-  bool bad = false;
-  for (const auto& p : options.params) {
-    const auto eq = p.find('=');
-    if (eq == std::string::npos || eq == 0) {
-      std::fprintf(stderr, "kiln: error: -p %s: expected NAME=VALUE\n", p.c_str());
-      bad = true;
-      continue;
-    }
-    overrides.emplace_back(p.substr(0, eq), p.substr(eq + 1));
-  }
-  if (bad) {
-    return std::nullopt;
-  }
-  auto result = workflows::load_workflow(options.file, overrides);
-  const bool color = detect_terminal(STDERR_FILENO).color;
-  for (const auto& d : result.diagnostics) {
-    std::fprintf(stderr, "%s\n", workflows::format_diagnostic(d, color).c_str());
-  }
-  if (!result.ok()) {
-    return std::nullopt;
-  }
-  return std::move(result.workflow);
-}
 
 int machine_cpus() {
   const long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -181,10 +147,45 @@ core::NewRun describe_run(core::Workflow& workflow, int argc, char** argv, std::
 
 } // namespace
 
+std::vector<std::string> process_environment() {
+  std::vector<std::string> env;
+  for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
+    env.emplace_back(*e);
+  }
+  return env;
+}
+
+/// The workflow, or nothing after printing every problem to stderr.
+std::optional<core::Workflow> load_workflow(const WorkflowOptions& options) {
+  workflows::Overrides overrides;
+  bool bad = false;
+  for (const auto& p : options.params) {
+    const auto eq = p.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      std::fprintf(stderr, "kiln: error: -p %s: expected NAME=VALUE\n", p.c_str());
+      bad = true;
+      continue;
+    }
+    overrides.emplace_back(p.substr(0, eq), p.substr(eq + 1));
+  }
+  if (bad) {
+    return std::nullopt;
+  }
+  auto result = workflows::load_workflow(options.file, overrides);
+  const bool color = detect_terminal(STDERR_FILENO).color;
+  for (const auto& d : result.diagnostics) {
+    std::fprintf(stderr, "%s\n", workflows::format_diagnostic(d, color).c_str());
+  }
+  if (!result.ok()) {
+    return std::nullopt;
+  }
+  return std::move(result.workflow);
+}
+
 int validate_command(const std::vector<std::string>& files) {
   int status = k_exit_ok;
   for (const auto& file : files) {
-    auto workflow = load({file, {}});
+    auto workflow = load_workflow({file, {}});
     if (!workflow) {
       status = k_exit_usage;
       continue;
@@ -195,7 +196,7 @@ int validate_command(const std::vector<std::string>& files) {
 }
 
 int plan_command(const WorkflowOptions& options, OutputFormat format) {
-  auto workflow = load(options);
+  auto workflow = load_workflow(options);
   if (!workflow) {
     return k_exit_usage;
   }
@@ -257,7 +258,7 @@ int plan_command(const WorkflowOptions& options, OutputFormat format) {
 }
 
 int graph_command(const WorkflowOptions& options, const std::string& format) {
-  auto workflow = load(options);
+  auto workflow = load_workflow(options);
   if (!workflow) {
     return k_exit_usage;
   }
@@ -317,7 +318,7 @@ int run_command(const GlobalOptions& global, const RunOptions& options, int argc
     }
     tags.emplace_back(key, tag.substr(eq + 1));
   }
-  auto workflow = load(options.workflow);
+  auto workflow = load_workflow(options.workflow);
   if (!workflow) {
     return k_exit_usage;
   }
@@ -327,11 +328,12 @@ int run_command(const GlobalOptions& global, const RunOptions& options, int argc
     for (const auto& step : workflow->steps) {
       ids.push_back(step.id);
     }
-    for (const auto* names : {&options.only, &options.from}) {
+    for (const auto* names : {&options.only, &options.from, &options.force}) {
       for (const std::string& name : *names) {
         if (workflow->step(name) == nullptr) {
           std::fprintf(stderr, "kiln: error: %s %s: no step '%s' in %s%s\n",
-                       names == &options.only ? "--only" : "--from", name.c_str(), name.c_str(),
+                       names == &options.only ? "--only" : names == &options.from ? "--from" : "--force",
+                       name.c_str(), name.c_str(),
                        options.workflow.file.c_str(), workflows::did_you_mean(name, ids).c_str());
           return k_exit_usage;
         }
@@ -414,7 +416,6 @@ int run_command(const GlobalOptions& global, const RunOptions& options, int argc
   core::RunRecorder recorder(**store, *plan, run->number, std::string(executor->name()));
   core::TrackingRecorder tracking(**store, *plan, run->number, clock, workflows::yaml_to_json);
   ConsoleReporter console(*plan, run->number, clock, terminal, stdout);
-  core::ObserverList observers({&tracking, &recorder, &console});
   core::SchedulerOptions scheduler_options;
   scheduler_options.jobs = options.jobs > 0 ? options.jobs : machine_cpus();
   // Steps count their resources.cpus against the machine's CPUs, but an
@@ -453,6 +454,24 @@ int run_command(const GlobalOptions& global, const RunOptions& options, int argc
   }
   auto& store_ref = **store;
   const std::string run_id = run->id;
+  std::vector<char> forced(plan->steps.size(), options.force_all ? 1 : 0);
+  for (const std::string& name : options.force) {
+    for (std::size_t i = 0; i < plan->steps.size(); ++i) {
+      if (plan->steps[i].id == name) {
+        forced[i] = 1;
+      }
+    }
+  }
+  core::InMemoryHashMemo memo;
+  if (std::any_of(plan->steps.begin(), plan->steps.end(), [](const core::PlannedStep& s) { return s.cache; })) {
+    if (auto loaded = store_ref.load_hash_memo()) {
+      memo = core::InMemoryHashMemo(std::move(*loaded));
+    } else {
+      std::fprintf(stderr, "kiln: warning: input hashes are computed afresh: %s\n", loaded.error().c_str());
+    }
+  }
+  core::StepDecider decider(store_ref, *plan, workflow_name, std::move(forced), memo);
+  core::ObserverList observers({&tracking, &recorder, &decider, &console});
   core::Scheduler scheduler(
       *plan, *executor, clock, observers,
       [&](int step, int attempt) {
@@ -462,13 +481,16 @@ int run_command(const GlobalOptions& global, const RunOptions& options, int argc
       },
       scheduler_options);
   scheduler.set_collector(&tracking);
+  scheduler.set_hooks(&decider);
   const auto result = scheduler.run();
   console.finish();
 
   int exit_code = result.exit_code;
   // A run whose record is incomplete did not fully succeed: say so, and
   // exit 3 unless a step failure or a signal already says more.
+  decider.flush();
   std::vector<std::string> unrecorded = recorder.errors();
+  unrecorded.insert(unrecorded.end(), decider.errors().begin(), decider.errors().end());
   if (auto finished = store_ref.finish_run(run->number, result.status, exit_code, clock.wall_ms()); !finished) {
     unrecorded.push_back(finished.error());
   }

@@ -55,6 +55,66 @@ std::string absolute_dir(const std::string& base, const std::string& dir) {
   return p.string();
 }
 
+/// Calls `fn(text)` for each templated text of the step: run, env values, workdir.
+template <typename Fn>
+void each_template(const Step& step, Fn&& fn) {
+  if (step.run.form == Command::Form::shell) {
+    fn(step.run.script);
+  }
+  for (const auto& arg : step.run.argv) {
+    fn(arg);
+  }
+  for (const auto& [name, value] : step.env) {
+    fn(value);
+  }
+  fn(step.workdir);
+}
+
+bool mentions_steps(const Step& step) {
+  bool found = false;
+  each_template(step, [&](const std::string& text) {
+    if (!found && text.find("${{") != std::string::npos) {
+      for (const TemplateRef& ref : scan_template(text).refs) {
+        found = found || ref.ns == "steps";
+      }
+    }
+  });
+  return found;
+}
+
+std::vector<std::pair<std::string, std::string>> params_used(const Step& step, const Workflow& workflow) {
+  std::vector<std::string> names;
+  each_template(step, [&](const std::string& text) {
+    if (text.find("${{") != std::string::npos) {
+      for (const TemplateRef& ref : scan_template(text).refs) {
+        if (ref.ns == "params") {
+          names.push_back(ref.name);
+        }
+      }
+    }
+  });
+  // The condition's params.X references: a cheap textual scan (the loader
+  // has validated the expression).
+  for (std::size_t at = step.when.text.find("params."); at != std::string::npos;
+       at = step.when.text.find("params.", at + 7)) {
+    std::size_t end = at + 7;
+    while (end < step.when.text.size() && (std::isalnum(static_cast<unsigned char>(step.when.text[end])) ||
+                                           step.when.text[end] == '_' || step.when.text[end] == '-')) {
+      ++end;
+    }
+    names.push_back(step.when.text.substr(at + 7, end - at - 7));
+  }
+  std::sort(names.begin(), names.end());
+  names.erase(std::unique(names.begin(), names.end()), names.end());
+  std::vector<std::pair<std::string, std::string>> used;
+  for (const std::string& name : names) {
+    if (const Param* param = workflow.param(name)) {
+      used.emplace_back(name, param->value);
+    }
+  }
+  return used;
+}
+
 } // namespace
 
 std::string shell_quote(std::string_view value) {
@@ -103,9 +163,26 @@ std::vector<std::string> attempt_environment(const Plan& plan, const PlannedStep
   return env;
 }
 
+std::string outputs_path(std::string_view stdout_path) {
+  std::string path(stdout_path);
+  if (path.ends_with(".out")) {
+    path.resize(path.size() - 4);
+  }
+  return path + ".outputs";
+}
+
 Expected<Plan> make_plan(const Workflow& workflow, const PlanContext& context) {
   Plan plan;
   plan.run_id = context.run_id;
+  plan.run_number = context.run_number;
+  {
+    auto scope = std::make_shared<Workflow>();
+    scope->name = workflow.name;
+    scope->file = workflow.file;
+    scope->directory = workflow.directory;
+    scope->params = workflow.params;
+    plan.scope = std::move(scope);
+  }
   std::string errors;
   // `where` names what holds the template: "step 'train'", "env A of step
   // 'train'", "workflow env A". Positions are the step's or the command's;
@@ -136,6 +213,7 @@ Expected<Plan> make_plan(const Workflow& workflow, const PlanContext& context) {
       continue;
     }
     plan.base_env.push_back(name + "=" + *rendered);
+    plan.workflow_env.push_back(name + "=" + *rendered);
   }
   plan.base_env.push_back("KILN_RUN_ID=" + context.run_id);
   plan.base_env.push_back("KILN_RUN_NUMBER=" + std::to_string(context.run_number));
@@ -164,6 +242,12 @@ Expected<Plan> make_plan(const Workflow& workflow, const PlanContext& context) {
     needs[i] = ps.needs;
 
     tc.step_id = step.id;
+    tc.matrix = step.matrix;
+    // Templates naming steps.* wait for the step's start; params and the
+    // like are rendered now.
+    ps.deferred = mentions_steps(step);
+    tc.keep_steps = ps.deferred;
+    ps.params_used = params_used(step, workflow);
     // Step env: templated; env.X inside it sees the runner's and the
     // workflow's variables.
     std::vector<std::string> step_env;
@@ -225,8 +309,16 @@ Expected<Plan> make_plan(const Workflow& workflow, const PlanContext& context) {
     ps.outputs = step.outputs;
     ps.metrics = step.metrics;
     ps.tags = step.tags;
+    ps.inputs = step.inputs;
+    ps.cache = step.cache;
+    ps.when = step.when;
+    ps.trigger = step.trigger;
+    ps.gate = step.gate;
+    ps.matrix = step.matrix;
     plan.steps.push_back(std::move(ps));
   }
+  tc.keep_steps = false;
+  tc.matrix.clear();
   if (!errors.empty()) {
     return Error{errors};
   }

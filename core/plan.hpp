@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -36,6 +37,20 @@ struct PlannedStep {
   /// The declared metrics file, relative to workdir; "" for none.
   std::string metrics;
   TagList tags;
+  /// Declared inputs (patterns relative to workdir) and whether the step is cached.
+  std::vector<std::string> inputs;
+  bool cache = false;
+  Condition when;
+  Trigger trigger = Trigger::success;
+  std::vector<Condition> gate;
+  /// A matrix variant's values.
+  std::vector<std::pair<std::string, std::string>> matrix;
+  /// argv, display_command and env still hold steps.* templates, rendered
+  /// when the step starts.
+  bool deferred = false;
+  /// The params its command, env, workdir and condition refer to, with
+  /// their values (part of its cache key).
+  std::vector<std::pair<std::string, std::string>> params_used;
   /// Longest chain of dependents behind this step, itself included.
   std::int64_t priority = 1;
 };
@@ -48,6 +63,12 @@ struct Plan {
   /// A topological order that prefers longer critical paths: the order the
   /// steps would start with unlimited parallelism of one.
   std::vector<int> order;
+  std::int64_t run_number = 0;
+  /// The workflow's name and params (no steps), for what is rendered when
+  /// a step starts.
+  std::shared_ptr<const Workflow> scope;
+  /// The workflow's own env, rendered, as KEY=VALUE (part of every key).
+  std::vector<std::string> workflow_env;
 };
 
 struct PlanContext {
@@ -75,5 +96,9 @@ std::string shell_quote(std::string_view value);
 std::vector<char> select_steps(const Plan& plan, const std::vector<int>& only, const std::vector<int>& from);
 
 std::vector<std::string> attempt_environment(const Plan& plan, const PlannedStep& step, int attempt);
+
+/// The file an attempt writes `name=value` lines to (KILN_OUTPUTS), beside
+/// its stdout log: "<x>.out" gives "<x>.outputs".
+std::string outputs_path(std::string_view stdout_path);
 
 } // namespace kiln::core

@@ -14,6 +14,7 @@ void RunRecorder::check(const Expected<void>& result) {
 // A step goes running with its first attempt: begin_attempt records both.
 void RunRecorder::attempt_started(int step, int attempt, const LaunchSpec& spec, const JobStarted& job,
                                   std::int64_t at_ms) {
+  before_wait();
   AttemptStart start;
   start.pid = job.pid;
   start.executor = m_executor;
@@ -46,7 +47,14 @@ void RunRecorder::step_finished(int step, StepStatus status, const std::string& 
     m_pending.reset();
     return;
   }
-  check(m_store.set_step_status(m_run, m_plan.steps[step].id, status, at_ms, reason));
+  m_settled.push_back({m_plan.steps[step].id, status, at_ms, reason});
+}
+
+void RunRecorder::before_wait() {
+  if (!m_settled.empty()) {
+    check(m_store.set_step_statuses(m_run, m_settled));
+    m_settled.clear();
+  }
 }
 
 void ObserverList::step_started(int step, std::int64_t at_ms) {
@@ -78,6 +86,12 @@ void ObserverList::step_finished(int step, StepStatus status, const std::string&
 void ObserverList::interrupted(int signal, int count) {
   for (auto* o : m_observers) {
     o->interrupted(signal, count);
+  }
+}
+
+void ObserverList::before_wait() {
+  for (auto* o : m_observers) {
+    o->before_wait();
   }
 }
 

@@ -24,6 +24,8 @@ public:
   void attempt_finished(int step, int attempt, const AttemptOutcome& outcome, std::int64_t at_ms,
                         std::optional<Millis> retry_in) override;
   void step_finished(int step, StepStatus status, const std::string& reason, std::int64_t at_ms) override;
+  /// Writes the statuses of steps decided without running in this turn.
+  void before_wait() override;
 
   /// Writes that failed (disk full, say); the run goes on regardless and
   /// the caller reports these.
@@ -46,6 +48,10 @@ private:
   /// The end of an attempt that decided its step, written with the step's
   /// final status by the step_finished that follows at once.
   std::optional<PendingEnd> m_pending;
+  /// Steps settled without an attempt (skipped, cached), written together
+  /// before the scheduler waits or the next attempt starts: a no-op rerun
+  /// of 10,000 cached steps is one commit.
+  std::vector<TrackerStore::StatusChange> m_settled;
 };
 
 /// Fans every event out to several observers, in order.
@@ -60,6 +66,7 @@ public:
                         std::optional<Millis> retry_in) override;
   void step_finished(int step, StepStatus status, const std::string& reason, std::int64_t at_ms) override;
   void interrupted(int signal, int count) override;
+  void before_wait() override;
   std::optional<TimePoint> next_refresh() const override;
   void refresh(TimePoint now) override;
 

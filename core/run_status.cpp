@@ -13,13 +13,14 @@ constexpr std::array<std::pair<RunStatus, std::string_view>, 5> k_run_names{{
     {RunStatus::cancelled, "cancelled"},
     {RunStatus::crashed, "crashed"},
 }};
-constexpr std::array<std::pair<StepStatus, std::string_view>, 6> k_step_names{{
+constexpr std::array<std::pair<StepStatus, std::string_view>, 7> k_step_names{{
     {StepStatus::pending, "pending"},
     {StepStatus::running, "running"},
     {StepStatus::succeeded, "succeeded"},
     {StepStatus::failed, "failed"},
     {StepStatus::skipped, "skipped"},
     {StepStatus::cancelled, "cancelled"},
+    {StepStatus::cached, "cached"},
 }};
 
 template <typename Enum, std::size_t N>

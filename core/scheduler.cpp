@@ -31,27 +31,36 @@ Millis Scheduler::backoff_delay(const RetryPolicy& policy, int next_attempt) {
 }
 
 RunResult Scheduler::run() {
-  if (!m_options.selected.empty()) {
-    for (std::size_t i = 0; i < m_steps.size(); ++i) {
-      if (!m_options.selected[i]) {
-        finish_step(static_cast<int>(i), StepStatus::skipped, m_options.unselected_reason);
-        for (int d : m_dependents[i]) {
-          --m_steps[d].unfinished_needs;
-        }
-      }
+  for (std::size_t i = 0; i < m_steps.size(); ++i) {
+    const int step = static_cast<int>(i);
+    if (i < m_options.prior_attempts.size()) {
+      m_steps[i].prior_attempts = m_options.prior_attempts[i];
+    }
+    if (i < m_options.kept.size() && m_options.kept[i]) {
+      // Done in an earlier session of the run: its record stands as it is.
+      m_steps[i].stands_in = true;
+      settle(step, StepStatus::succeeded, {});
+    } else if (!m_options.selected.empty() && !m_options.selected[i]) {
+      m_steps[i].stands_in = true;
+      settle(step, StepStatus::skipped, m_options.unselected_reason);
     }
   }
+  // (Steps whose needs settled above are in m_newly_ready already.)
   for (std::size_t i = 0; i < m_steps.size(); ++i) {
-    if (m_steps[i].unfinished_needs == 0 && m_steps[i].status == StepStatus::pending) {
-      push_ready(static_cast<int>(i));
+    if (m_plan.steps[i].needs.empty() && m_steps[i].status == StepStatus::pending) {
+      m_newly_ready.push_back(static_cast<int>(i));
     }
   }
   for (;;) {
+    prepare_ready();
     start_ready();
-    const bool more_to_start = !m_stopping && (!m_ready.empty() || !m_backing_off.empty());
+    // After a failure (without --keep-going) only steps that run after
+    // failures are left in m_ready; after a signal nothing starts.
+    const bool more_to_start = m_interrupt_signal == 0 && (!m_ready.empty() || !m_backing_off.empty());
     if (m_running.empty() && !more_to_start) {
       break;
     }
+    m_observer.before_wait();
     auto deadline = nearest_deadline();
     WaitResult events = m_executor.wait(deadline);
     for (const auto& exit : events.exits) {
@@ -77,6 +86,7 @@ RunResult Scheduler::run() {
     }
   }
 
+  m_observer.before_wait();
   RunResult result;
   for (const auto& s : m_steps) {
     result.steps.push_back(s.status);
@@ -101,13 +111,56 @@ void Scheduler::push_ready(int step) {
   std::push_heap(m_ready.begin(), m_ready.end(), lower);
 }
 
+void Scheduler::prepare_ready() {
+  // became_ready may settle a step (skipped, cached), which may add more.
+  while (!m_newly_ready.empty()) {
+    const int step = m_newly_ready.back();
+    m_newly_ready.pop_back();
+    if (m_steps[step].status == StepStatus::pending) {
+      became_ready(step);
+    }
+  }
+}
+
+void Scheduler::became_ready(int step) {
+  if (m_interrupt_signal != 0) {
+    return; // cancelled at the end of run()
+  }
+  const PlannedStep& planned = m_plan.steps[step];
+  StepState& state = m_steps[step];
+  if (planned.trigger == Trigger::failure && !state.failure_upstream) {
+    settle(step, StepStatus::skipped, "runs only when a step upstream fails, and none did");
+    return;
+  }
+  if (m_stopping && planned.trigger == Trigger::success) {
+    settle(step, StepStatus::skipped,
+           "not started: the run stopped after '" + m_first_failure +
+               "' failed (--keep-going runs what does not depend on it)");
+    return;
+  }
+  if (m_hooks != nullptr) {
+    StartDecision decision =
+        m_hooks->prepare(step, state.failure_upstream, [this](int s) { return m_steps[s].status; });
+    switch (decision.action) {
+    case StartDecision::Action::run: break;
+    case StartDecision::Action::skip: settle(step, StepStatus::skipped, decision.reason); return;
+    case StartDecision::Action::cached: settle(step, StepStatus::cached, decision.reason); return;
+    case StartDecision::Action::fail: fail_step(step, decision.reason); return;
+    }
+    if (decision.command) {
+      m_resolved.emplace_back(step, std::move(*decision.command));
+    }
+  }
+  push_ready(step);
+}
+
 void Scheduler::start_ready() {
   auto lower = [this](int a, int b) {
     const auto pa = m_plan.steps[a].priority;
     const auto pb = m_plan.steps[b].priority;
     return pa != pb ? pa < pb : a > b;
   };
-  while (!m_stopping && !m_ready.empty() && static_cast<int>(m_running.size()) < m_options.jobs) {
+  while (m_interrupt_signal == 0 && !m_ready.empty() && static_cast<int>(m_running.size()) < m_options.jobs) {
     const int step = m_ready.front();
     const int cpus = m_plan.steps[step].cpus;
     // Strict priority: when the best step does not fit, wait for room rather
@@ -132,21 +185,31 @@ void Scheduler::start_attempt(int step) {
   state.timed_out = false;
   state.retry_at.reset();
 
+  const int attempt = state.prior_attempts + state.attempt;
   LaunchSpec spec;
   spec.run_id = m_plan.run_id;
   spec.step_id = planned.id;
-  spec.attempt = state.attempt;
-  spec.argv = planned.argv;
+  spec.attempt = attempt;
+  auto resolved = std::find_if(m_resolved.begin(), m_resolved.end(), [&](const auto& r) { return r.first == step; });
+  if (resolved != m_resolved.end()) {
+    PlannedStep copy = planned;
+    copy.env = resolved->second.env;
+    spec.argv = resolved->second.argv;
+    spec.env = attempt_environment(m_plan, copy, attempt);
+  } else {
+    spec.argv = planned.argv;
+    spec.env = attempt_environment(m_plan, planned, attempt);
+  }
   spec.workdir = planned.workdir;
-  spec.env = attempt_environment(m_plan, planned, state.attempt);
-  auto [out, err] = m_log_paths(step, state.attempt);
+  auto [out, err] = m_log_paths(step, attempt);
+  spec.env.push_back("KILN_OUTPUTS=" + outputs_path(out));
   spec.stdout_path = std::move(out);
   spec.stderr_path = std::move(err);
   spec.cpus = planned.cpus;
 
   auto started = m_executor.start(spec);
   if (!started) {
-    m_observer.attempt_started(step, state.attempt, spec, JobStarted{}, wall());
+    m_observer.attempt_started(step, attempt, spec, JobStarted{}, wall());
     AttemptOutcome outcome;
     outcome.error = started.error();
     attempt_ended(step, outcome);
@@ -158,7 +221,7 @@ void Scheduler::start_attempt(int step) {
   }
   m_running.emplace_back(state.job, step);
   m_cpus_in_use += planned.cpus;
-  m_observer.attempt_started(step, state.attempt, spec, *started, wall());
+  m_observer.attempt_started(step, attempt, spec, *started, wall());
 }
 
 void Scheduler::handle_exit(const JobExit& exit) {
@@ -178,8 +241,13 @@ void Scheduler::handle_exit(const JobExit& exit) {
   }
   outcome.signal = exit.signal;
   outcome.timed_out = state.timed_out;
+  const int attempt = state.prior_attempts + state.attempt;
   if (m_collector != nullptr && outcome.succeeded() && !state.cancelling) {
-    outcome.error = m_collector->collect(step, state.attempt);
+    outcome.error = m_collector->collect(step, attempt);
+  }
+  if (m_hooks != nullptr && outcome.succeeded() && !state.cancelling) {
+    outcome.error = m_hooks->verify(step, attempt);
+    outcome.final = !outcome.error.empty();
   }
   attempt_ended(step, outcome);
 }
@@ -198,21 +266,20 @@ bool Scheduler::retryable(const RetryPolicy& policy, const AttemptOutcome& outco
 void Scheduler::attempt_ended(int step, const AttemptOutcome& outcome) {
   StepState& state = m_steps[step];
   const PlannedStep& planned = m_plan.steps[step];
+  const int attempt = state.prior_attempts + state.attempt;
 
   if (state.cancelling) {
-    m_observer.attempt_finished(step, state.attempt, outcome, wall(), std::nullopt);
-    finish_step(step, StepStatus::cancelled,
-                "stopped: runner interrupted by signal " + std::to_string(m_interrupt_signal));
+    m_observer.attempt_finished(step, attempt, outcome, wall(), std::nullopt);
+    settle(step, StepStatus::cancelled, "stopped: runner interrupted by signal " + std::to_string(m_interrupt_signal));
     return;
   }
   if (outcome.succeeded()) {
-    m_observer.attempt_finished(step, state.attempt, outcome, wall(), std::nullopt);
-    finish_step(step, StepStatus::succeeded, {});
-    release_dependents(step);
+    m_observer.attempt_finished(step, attempt, outcome, wall(), std::nullopt);
+    settle(step, StepStatus::succeeded, {});
     return;
   }
   const bool attempts_left = state.attempt <= planned.retries.limit;
-  if (attempts_left && !m_stopping && retryable(planned.retries, outcome)) {
+  if (attempts_left && !m_stopping && !outcome.final && retryable(planned.retries, outcome)) {
     Millis delay = backoff_delay(planned.retries, state.attempt + 1);
     if (planned.retries.jitter && delay.count() > 1) {
       // Equal jitter: somewhere in [delay/2, delay], so retries of many
@@ -220,12 +287,12 @@ void Scheduler::attempt_ended(int step, const AttemptOutcome& outcome) {
       std::uniform_int_distribution<std::int64_t> spread(delay.count() / 2, delay.count());
       delay = Millis(spread(m_random));
     }
-    m_observer.attempt_finished(step, state.attempt, outcome, wall(), delay);
+    m_observer.attempt_finished(step, attempt, outcome, wall(), delay);
     state.retry_at = m_clock.now() + delay;
     m_backing_off.push_back(step);
     return;
   }
-  m_observer.attempt_finished(step, state.attempt, outcome, wall(), std::nullopt);
+  m_observer.attempt_finished(step, attempt, outcome, wall(), std::nullopt);
   std::string reason;
   if (!outcome.error.empty()) {
     reason = outcome.error;
@@ -239,49 +306,79 @@ void Scheduler::attempt_ended(int step, const AttemptOutcome& outcome) {
   if (state.attempt > 1) {
     reason += " (attempt " + std::to_string(state.attempt) + " of " + std::to_string(planned.retries.limit + 1) + ")";
   }
-  finish_step(step, StepStatus::failed, reason);
+  fail_step(step, reason);
+}
+
+void Scheduler::fail_step(int step, const std::string& reason) {
   if (!m_failed) {
-    m_first_failure = planned.id;
+    m_first_failure = m_plan.steps[step].id;
   }
   m_failed = true;
-  skip_dependents(step);
-  if (m_options.keep_going == KeepGoing::no) {
+  settle(step, StepStatus::failed, reason);
+  if (m_options.keep_going == KeepGoing::no && !m_stopping) {
     m_stopping = true;
     // Steps waiting to retry would only delay the end of a stopped run.
-    for (int waiting : m_backing_off) {
-      m_steps[waiting].retry_at.reset();
-      finish_step(waiting, StepStatus::failed, "not retried: the run stopped after '" + m_first_failure + "' failed");
+    std::vector<int> waiting;
+    waiting.swap(m_backing_off);
+    for (int w : waiting) {
+      m_steps[w].retry_at.reset();
+      settle(w, StepStatus::failed, "not retried: the run stopped after '" + m_first_failure + "' failed");
     }
-    m_backing_off.clear();
+    // Ready steps that do not run after failures will not start.
+    std::vector<int> ready;
+    ready.swap(m_ready);
+    for (int r : ready) {
+      if (m_plan.steps[r].trigger == Trigger::success) {
+        settle(r, StepStatus::skipped,
+               "not started: the run stopped after '" + m_first_failure +
+                   "' failed (--keep-going runs what does not depend on it)");
+      } else {
+        push_ready(r);
+      }
+    }
   }
 }
 
 void Scheduler::finish_step(int step, StepStatus status, const std::string& reason) {
   m_steps[step].status = status;
-  m_observer.step_finished(step, status, reason, wall());
-}
-
-void Scheduler::release_dependents(int step) {
-  for (int d : m_dependents[step]) {
-    if (--m_steps[d].unfinished_needs == 0 && m_steps[d].status == StepStatus::pending) {
-      push_ready(d);
-    }
+  if (!m_steps[step].stands_in || status != StepStatus::succeeded) {
+    m_observer.step_finished(step, status, reason, wall());
   }
 }
 
-void Scheduler::skip_dependents(int step) {
-  // Depth-first over everything downstream; each is skipped once, naming
-  // the step whose failure it inherits.
-  std::vector<int> stack(m_dependents[step].begin(), m_dependents[step].end());
-  const std::string reason = "needs '" + m_plan.steps[step].id + "', which failed";
+void Scheduler::settle(int step, StepStatus status, const std::string& reason) {
+  finish_step(step, status, reason);
+  // Depth-first over what this decides downstream: a step that may run only
+  // after success is skipped as soon as one of its needs did not succeed,
+  // naming that need, and the same then holds for the steps after it.
+  std::vector<int> stack{step};
   while (!stack.empty()) {
-    const int d = stack.back();
+    const int done = stack.back();
     stack.pop_back();
-    if (m_steps[d].status != StepStatus::pending) {
-      continue;
+    const StepState& from = m_steps[done];
+    const bool ok = is_success(from.status) || from.stands_in;
+    const bool failed_here = from.status == StepStatus::failed || (from.failure_upstream && !ok);
+    for (int d : m_dependents[done]) {
+      StepState& next = m_steps[d];
+      if (next.status != StepStatus::pending) {
+        continue;
+      }
+      next.failure_upstream = next.failure_upstream || failed_here;
+      if (!ok && m_interrupt_signal != 0) {
+        continue; // cancelled at the end of run(), as everything not started
+      }
+      if (!ok && m_plan.steps[d].trigger == Trigger::success) {
+        const std::string what = from.status == StepStatus::failed      ? "failed"
+                                 : from.status == StepStatus::cancelled ? "was cancelled"
+                                                                        : "was skipped";
+        finish_step(d, StepStatus::skipped, "needs '" + m_plan.steps[done].id + "', which " + what);
+        stack.push_back(d);
+        continue;
+      }
+      if (--next.unfinished_needs == 0) {
+        m_newly_ready.push_back(d);
+      }
     }
-    finish_step(d, StepStatus::skipped, reason);
-    stack.insert(stack.end(), m_dependents[d].begin(), m_dependents[d].end());
   }
 }
 
@@ -307,11 +404,12 @@ void Scheduler::handle_interrupt(int signal) {
       state.kill_at.reset();
     }
   }
-  for (int step : m_backing_off) {
+  std::vector<int> waiting;
+  waiting.swap(m_backing_off);
+  for (int step : waiting) {
     m_steps[step].retry_at.reset();
-    finish_step(step, StepStatus::cancelled, "run interrupted while waiting to retry");
+    settle(step, StepStatus::cancelled, "run interrupted while waiting to retry");
   }
-  m_backing_off.clear();
 }
 
 void Scheduler::handle_deadlines() {

@@ -38,6 +38,13 @@ struct SchedulerOptions {
   /// the steps needing it start as if it had succeeded.
   std::vector<char> selected;
   std::string unselected_reason;
+  /// A resumed run: per step, whether it already succeeded (or was cached)
+  /// in an earlier session of the run; such a step is taken as done and not
+  /// reported again. Empty = none.
+  std::vector<char> kept;
+  /// Per step, attempts made by earlier sessions of the run: this session's
+  /// attempts are numbered after them. Empty = none.
+  std::vector<int> prior_attempts;
 };
 
 /// How one attempt ended.
@@ -47,6 +54,8 @@ struct AttemptOutcome {
   bool timed_out = false;
   /// Set when the job could not start at all.
   std::string error;
+  /// The attempt failed in a way retrying cannot mend (a gate).
+  bool final = false;
   bool succeeded() const { return error.empty() && !timed_out && exit_code == 0; }
 };
 
@@ -65,6 +74,9 @@ public:
                              std::int64_t /*at_ms*/) {}
   /// The runner was asked to stop by `signal`; `count` is how many times so far.
   virtual void interrupted(int /*signal*/, int /*count*/) {}
+  /// The scheduler is about to wait for the next event: a moment to write
+  /// what was batched in this turn of the loop. Also called when the run ends.
+  virtual void before_wait() {}
   /// When the observer next wants refresh() called (a status line's clock).
   virtual std::optional<TimePoint> next_refresh() const { return std::nullopt; }
   virtual void refresh(TimePoint /*now*/) {}
@@ -80,6 +92,39 @@ public:
   virtual ~OutputCollector() = default;
   /// "" when the attempt stands as succeeded; else why it failed.
   virtual std::string collect(int step, int attempt) = 0;
+};
+
+/// A command resolved when its step starts (it used upstream outputs or
+/// metrics): what replaces the plan's argv, display command and own env.
+struct ResolvedCommand {
+  std::vector<std::string> argv;
+  std::string display;
+  std::vector<std::string> env;
+};
+
+/// What happens to a step whose needs have all finished.
+struct StartDecision {
+  enum class Action { run, skip, cached, fail };
+  Action action = Action::run;
+  /// Why it is skipped, cached or failed.
+  std::string reason;
+  /// Set when the plan's command is replaced.
+  std::optional<ResolvedCommand> command;
+};
+
+/// Decisions the scheduler leaves to the caller: whether a ready step runs
+/// (its `when:` condition, a cache hit) and with which command, and whether
+/// a successful attempt stands (a quality gate). Called from the loop.
+class StepHooks {
+public:
+  virtual ~StepHooks() = default;
+  /// `failure_upstream`: some step upstream failed. `status` gives any
+  /// step's current status.
+  virtual StartDecision prepare(int step, bool failure_upstream, const std::function<StepStatus(int)>& status) = 0;
+  /// After an attempt exited 0 and its outputs were collected: "" when the
+  /// step succeeds; else why it fails, for good (no retry: a gate measures
+  /// a model, and measuring again gives the same answer).
+  virtual std::string verify(int step, int attempt) = 0;
 };
 
 /// Where an attempt's output goes: {stdout path, stderr path}.
@@ -98,6 +143,9 @@ public:
             SchedulerOptions options);
   /// Consulted for every attempt that exits 0; none by default.
   void set_collector(OutputCollector* collector) { m_collector = collector; }
+  /// Consulted for every step that becomes ready and every attempt that
+  /// succeeds; none by default (every ready step runs as planned).
+  void set_hooks(StepHooks* hooks) { m_hooks = hooks; }
   RunResult run();
 
   /// The delay before attempt `next_attempt` (2 for the first retry), before jitter.
@@ -111,11 +159,20 @@ private:
     JobId job = 0;
     bool timed_out = false;
     bool cancelling = false;
+    /// A step upstream failed (directly, or through steps skipped for it).
+    bool failure_upstream = false;
+    /// Counts as succeeded for the steps needing it: left out of a partial
+    /// run, or kept from an earlier session of a resumed run.
+    bool stands_in = false;
+    /// Attempts of earlier sessions of the run.
+    int prior_attempts = 0;
     std::optional<TimePoint> timeout_at;
     std::optional<TimePoint> kill_at;
     std::optional<TimePoint> retry_at;
   };
 
+  void prepare_ready();
+  void became_ready(int step);
   void start_ready();
   void start_attempt(int step);
   void handle_exit(const JobExit& exit);
@@ -123,8 +180,12 @@ private:
   void handle_interrupt(int signal);
   void handle_deadlines();
   void finish_step(int step, StepStatus status, const std::string& reason);
-  void skip_dependents(int step);
-  void release_dependents(int step);
+  /// finish_step, then tells the steps downstream: those that may not run
+  /// after it are skipped at once (and so on down), the others count it
+  /// as done and join m_newly_ready when nothing else is left.
+  void settle(int step, StepStatus status, const std::string& reason);
+  /// A step failed for good: settle it, and stop the run unless --keep-going.
+  void fail_step(int step, const std::string& reason);
   void push_ready(int step);
   bool retryable(const RetryPolicy& policy, const AttemptOutcome& outcome) const;
   std::optional<TimePoint> nearest_deadline() const;
@@ -135,12 +196,17 @@ private:
   const Clock& m_clock;
   RunObserver& m_observer;
   OutputCollector* m_collector = nullptr;
+  StepHooks* m_hooks = nullptr;
   LogPaths m_log_paths;
   SchedulerOptions m_options;
   std::mt19937_64 m_random;
 
   std::vector<StepState> m_steps;
   std::vector<std::vector<int>> m_dependents;
+  /// Steps whose needs have all finished, not yet prepared.
+  std::vector<int> m_newly_ready;
+  /// Commands resolved at start (see StepHooks::prepare), by step; sparse.
+  std::vector<std::pair<int, ResolvedCommand>> m_resolved;
   /// Max-heap of ready steps by priority, then file order.
   std::vector<int> m_ready;
   std::vector<int> m_backing_off;

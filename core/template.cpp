@@ -1,5 +1,7 @@
 #include "core/template.hpp"
 
+#include <algorithm>
+
 namespace kiln::core {
 
 namespace {
@@ -30,6 +32,18 @@ bool is_name(std::string_view s) {
     }
   }
   return true;
+}
+
+// What may follow "NS.": a NAME, except after "steps.", where a step id
+// (which may hold '.', '[', ']', '=' and ',' for matrix variants) and a
+// field follow; parse_step_ref checks their structure.
+bool is_path(std::string_view ns, std::string_view s) {
+  if (ns != "steps") {
+    return is_name(s);
+  }
+  return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) {
+    return is_name_char(c) || c == '.' || c == '[' || c == ']' || c == '=' || c == ',';
+  });
 }
 
 std::string_view trim(std::string_view s) {
@@ -96,7 +110,7 @@ Token next_token(std::string_view text, std::size_t pos) {
   const std::size_t dot = expr.find('.');
   const std::string_view ns = dot == std::string_view::npos ? expr : expr.substr(0, dot);
   const std::string_view name = dot == std::string_view::npos ? std::string_view{} : expr.substr(dot + 1);
-  if (dot == std::string_view::npos || !is_name(ns) || !is_name(name)) {
+  if (dot == std::string_view::npos || !is_name(ns) || !is_path(ns, name)) {
     token.kind = Token::Kind::error;
     token.error = {at, length, "bad expression '" + std::string(expr) + "': expected NAMESPACE.NAME, e.g. params.C"};
     return token;
@@ -106,8 +120,13 @@ Token next_token(std::string_view text, std::size_t pos) {
   return token;
 }
 
-// Appends text[from, to) with every "$${{" turned into "${{".
-void append_literal(std::string& out, std::string_view text, std::size_t from, std::size_t to) {
+// Appends text[from, to) with every "$${{" turned into "${{" (kept as
+// written when `keep_escapes`).
+void append_literal(std::string& out, std::string_view text, std::size_t from, std::size_t to, bool keep_escapes) {
+  if (keep_escapes) {
+    out.append(text.substr(from, to - from));
+    return;
+  }
   std::size_t pos = from;
   while (pos < to) {
     const std::size_t esc = text.find("$${{", pos);
@@ -141,6 +160,25 @@ TemplateScan scan_template(std::string_view text) {
   return scan;
 }
 
+std::optional<StepRef> parse_step_ref(std::string_view path) {
+  // The step id may itself hold dots: the field is the last ".outputs.",
+  // ".metrics." or ".status" that leaves a non-empty id before it.
+  for (std::string_view field : {"outputs", "metrics"}) {
+    const std::string marker = "." + std::string(field) + ".";
+    const std::size_t at = path.rfind(marker);
+    if (at != std::string_view::npos && at > 0 && at + marker.size() < path.size()) {
+      const std::string_view name = path.substr(at + marker.size());
+      if (name.find('.') == std::string_view::npos || field == "metrics") {
+        return StepRef{std::string(path.substr(0, at)), std::string(field), std::string(name)};
+      }
+    }
+  }
+  if (path.size() > 7 && path.ends_with(".status")) {
+    return StepRef{std::string(path.substr(0, path.size() - 7)), "status", ""};
+  }
+  return std::nullopt;
+}
+
 std::vector<std::string_view> template_fields(std::string_view ns) {
   if (ns == "run") {
     return {"id", "number"};
@@ -160,7 +198,7 @@ Expected<std::string> render_template(std::string_view text, const TemplateConte
   std::size_t pos = 0;
   while (pos < text.size()) {
     Token token = next_token(text, pos);
-    append_literal(out, text, pos, token.literal_end);
+    append_literal(out, text, pos, token.literal_end, ctx.keep_steps);
     if (token.kind == Token::Kind::none) {
       break;
     }
@@ -168,7 +206,29 @@ Expected<std::string> render_template(std::string_view text, const TemplateConte
       return Error{token.error.message};
     }
     const TemplateRef& ref = token.ref;
-    if (ref.ns == "params") {
+    const std::size_t value_start = out.size();
+    if (ref.ns == "steps") {
+      if (ctx.keep_steps) {
+        out.append(text.substr(ref.offset, ref.length));
+        pos = token.next;
+        continue;
+      }
+      if (!ctx.steps) {
+        return Error{"steps." + ref.name + " is not available here"};
+      }
+      auto value = ctx.steps(ref.name);
+      if (!value) {
+        return Error{value.error()};
+      }
+      out += *value;
+    } else if (ref.ns == "matrix") {
+      const auto it =
+          std::find_if(ctx.matrix.begin(), ctx.matrix.end(), [&](const auto& m) { return m.first == ref.name; });
+      if (it == ctx.matrix.end()) {
+        return Error{"matrix." + ref.name + " is not defined for this step"};
+      }
+      out += it->second;
+    } else if (ref.ns == "params") {
       const Param* param = ctx.workflow != nullptr ? ctx.workflow->param(ref.name) : nullptr;
       if (param == nullptr) {
         return Error{"undefined parameter '" + ref.name + "'"};
@@ -198,6 +258,13 @@ Expected<std::string> render_template(std::string_view text, const TemplateConte
       return Error{"unknown namespace '" + ref.ns + "' in '" + ref.ns + "." + ref.name + "'"};
     } else {
       return Error{"unknown field '" + ref.ns + "." + ref.name + "'"};
+    }
+    if (ctx.keep_steps) {
+      // The result is rendered again once the steps' values are known: a
+      // value holding "${{" must stay literal through that second pass.
+      for (std::size_t at = out.find("${{", value_start); at != std::string::npos; at = out.find("${{", at + 4)) {
+        out.insert(at, 1, '$');
+      }
     }
     pos = token.next;
   }

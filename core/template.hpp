@@ -6,7 +6,12 @@
 // "$${{" is special).
 //
 // Namespaces: params.NAME, run.id, run.number, step.id, workflow.name,
-// env.NAME. Parsing is syntax only; render_template resolves values.
+// env.NAME, matrix.NAME (a matrix variant's values), and what upstream
+// steps produced: steps.ID.outputs.NAME (KILN_OUTPUTS lines),
+// steps.ID.metrics.NAME (the last value) and steps.ID.status. Those are
+// known only when the step starts, so a plan keeps them (and only them) as
+// templates and renders them then. Parsing is syntax only; render_template
+// resolves values.
 
 #include "core/expected.hpp"
 #include "core/workflow.hpp"
@@ -51,7 +56,17 @@ TemplateScan scan_template(std::string_view text);
 
 /// The namespaces render_template knows, and the fixed names of the ones
 /// that are not open-ended (params and env take any name).
-inline constexpr std::array<std::string_view, 5> k_template_namespaces{"params", "run", "step", "workflow", "env"};
+inline constexpr std::array<std::string_view, 7> k_template_namespaces{"params", "run",    "step", "workflow",
+                                                                       "env",    "matrix", "steps"};
+
+/// steps.ID.FIELD[.NAME] split: field is "outputs", "metrics" or "status".
+struct StepRef {
+  std::string step;
+  std::string field;
+  std::string name;
+};
+/// The parts of what follows "steps.", or nullopt when it has no known field.
+std::optional<StepRef> parse_step_ref(std::string_view path);
 /// For "run", "step" and "workflow": the names they hold ("id", "number",
 /// ...). Empty for the open namespaces and for unknown ones.
 std::vector<std::string_view> template_fields(std::string_view ns);
@@ -65,6 +80,14 @@ struct TemplateContext {
   std::string step_id;
   /// Lookup for env.X; nullopt (or no function) means unset.
   std::function<std::optional<std::string>(std::string_view)> env;
+  /// matrix.NAME values of a matrix variant.
+  std::vector<std::pair<std::string, std::string>> matrix;
+  /// steps.PATH (PATH is what follows "steps."); unset = not available.
+  std::function<Expected<std::string>(std::string_view path)> steps;
+  /// Partial rendering, for a plan: steps.* references are kept as they are
+  /// and escapes stay escaped, so the result is a template again whose only
+  /// references are steps.* (values holding "${{" come out escaped).
+  bool keep_steps = false;
 };
 
 /// `text` with every reference replaced by its value and "$${{" by "${{".

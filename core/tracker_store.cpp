@@ -267,6 +267,38 @@ CREATE TABLE push_records (
 ) WITHOUT ROWID;
 CREATE INDEX push_records_by_state ON push_records (state, run);
 )sql"},
+    {5, R"sql(
+-- Skip-unchanged caching. cache_key is the SHA-256 of cache_json, the
+-- components the key covers (command, env, params, inputs' hashes,
+-- upstream keys), kept so `kiln why` can say which one changed. A cached
+-- step names the run whose execution of the same key it stands for.
+ALTER TABLE steps ADD COLUMN cache_key TEXT NOT NULL DEFAULT '';
+ALTER TABLE steps ADD COLUMN cache_json TEXT NOT NULL DEFAULT '';
+ALTER TABLE steps ADD COLUMN cached_from INTEGER;
+CREATE INDEX steps_by_cache_key ON steps (cache_key, run) WHERE cache_key <> '';
+
+-- What a step wrote to KILN_OUTPUTS.
+CREATE TABLE step_outputs (
+  run INTEGER NOT NULL REFERENCES runs (number) ON DELETE CASCADE,
+  step TEXT NOT NULL,
+  name TEXT NOT NULL,
+  value TEXT NOT NULL,
+  PRIMARY KEY (run, step, name)
+) WITHOUT ROWID;
+
+-- Content hashes of input files, trusted while the stat data is unchanged
+-- (see core/input_files.hpp); times in ns since the Unix epoch.
+CREATE TABLE file_hashes (
+  path TEXT PRIMARY KEY,
+  size INTEGER NOT NULL,
+  mtime_ns INTEGER NOT NULL,
+  ctime_ns INTEGER NOT NULL,
+  inode INTEGER NOT NULL,
+  device INTEGER NOT NULL,
+  sha256 TEXT NOT NULL,
+  hashed_at_ns INTEGER NOT NULL
+) WITHOUT ROWID;
+)sql"},
 };
 
 constexpr int k_schema_version = k_migrations[std::size(k_migrations) - 1].version;
@@ -410,6 +442,7 @@ int& StepCounts::operator[](StepStatus status) {
   case StepStatus::failed: return failed;
   case StepStatus::skipped: return skipped;
   case StepStatus::cancelled: return cancelled;
+  case StepStatus::cached: return cached;
   }
   return pending;
 }
@@ -438,7 +471,7 @@ void to_json(nlohmann::json& json, const RunRecord& run) {
   json["command_line"] = run.command_line;
   json["runner"] = {{"host", run.runner.host}, {"pid", run.runner.pid}, {"start_ticks", run.runner.start_ticks}};
   json["steps"] = {{"total", run.steps.total()},       {"pending", run.steps.pending}, {"running", run.steps.running},
-                   {"succeeded", run.steps.succeeded}, {"failed", run.steps.failed},   {"skipped", run.steps.skipped},
+                   {"succeeded", run.steps.succeeded}, {"failed", run.steps.failed},   {"skipped", run.steps.skipped}, {"cached", run.steps.cached},
                    {"cancelled", run.steps.cancelled}};
 }
 
@@ -797,6 +830,22 @@ Expected<void> TrackerStore::set_step_commands(std::int64_t run, const std::vect
 Expected<void> TrackerStore::set_step_status(std::int64_t run, std::string_view step, StepStatus status,
                                              std::int64_t at_ms, std::string_view reason) {
   return update_step_status(run, step, status, at_ms, reason);
+}
+
+Expected<void> TrackerStore::set_step_statuses(std::int64_t run, const std::vector<StatusChange>& changes) {
+  if (changes.empty()) {
+    return {};
+  }
+  Expected<Transaction> transaction = m_database.begin(TransactionKind::immediate);
+  if (!transaction) {
+    return Error{transaction.error()};
+  }
+  for (const StatusChange& c : changes) {
+    if (Expected<void> done = update_step_status(run, c.step, c.status, c.at_ms, c.reason); !done) {
+      return done;
+    }
+  }
+  return transaction->commit();
 }
 
 Expected<void> TrackerStore::update_step_status(std::int64_t run, std::string_view step, StepStatus status,

@@ -16,6 +16,7 @@
 
 #include "core/artifact_store.hpp"
 #include "core/expected.hpp"
+#include "core/input_files.hpp"
 #include "core/run_status.hpp"
 #include "core/search_filter.hpp"
 #include "core/sqlite.hpp"
@@ -30,6 +31,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 namespace kiln::core {
@@ -91,8 +93,9 @@ struct StepCounts {
   int failed = 0;
   int skipped = 0;
   int cancelled = 0;
+  int cached = 0;
 
-  int total() const { return pending + running + succeeded + failed + skipped + cancelled; }
+  int total() const { return pending + running + succeeded + failed + skipped + cancelled + cached; }
   int& operator[](StepStatus status);
 };
 
@@ -264,6 +267,40 @@ struct RemotePoint {
   MetricPoint point;
 };
 
+// ---- Caching and step outputs (schema version 5) ----
+
+/// The cache key a step had in a run and what it covers.
+struct StepCache {
+  std::string key;
+  /// JSON object: component name -> value (see core/step_cache.hpp).
+  std::string components_json;
+  /// For a cached step: the run whose execution it stands for.
+  std::optional<std::int64_t> cached_from;
+};
+
+/// A step's key, and when it was found cached, where from.
+struct CacheDecision {
+  std::string step;
+  StepCache cache;
+  /// With cache.cached_from: the step in that run (the same id, unless renamed).
+  std::string from_step;
+};
+
+/// An earlier successful execution with a given key.
+struct CacheHit {
+  std::int64_t run = 0;
+  std::string step;
+  /// Its declared outputs as recorded (every kind but logged), with their hashes.
+  std::vector<ArtifactRecord> outputs;
+};
+
+/// The latest earlier execution of a step (succeeded or cached).
+struct PastExecution {
+  std::int64_t run = 0;
+  StepStatus status = StepStatus::succeeded;
+  StepCache cache;
+};
+
 class TrackerStore {
 public:
   /// The schema version this build writes; stores up to it open.
@@ -298,6 +335,15 @@ public:
   /// terminal status sets ended_ms. `reason` replaces the step's reason.
   Expected<void> set_step_status(std::int64_t run, std::string_view step, StepStatus status, std::int64_t at_ms,
                                  std::string_view reason = {});
+  struct StatusChange {
+    std::string step;
+    StepStatus status = StepStatus::pending;
+    std::int64_t at_ms = 0;
+    std::string reason;
+  };
+  /// set_step_status for several steps, in one transaction (steps decided
+  /// together without running: skipped, cached).
+  Expected<void> set_step_statuses(std::int64_t run, const std::vector<StatusChange>& changes);
   /// Records attempt `attempt` (1-based) of the step, raises the step's
   /// attempt count to it and marks the step running (started_ms is set the
   /// first time): one transaction, as both happen at once.
@@ -440,6 +486,31 @@ public:
   Expected<std::vector<PushRecord>> push_records(std::int64_t run = 0);
   /// Finished runs (not running) with no synced record for `remote`, oldest first.
   Expected<std::vector<std::int64_t>> runs_not_synced(std::string_view remote);
+
+  // ---- Caching and step outputs (schema version 5) ----
+
+  /// Records keys, in one transaction. A decision with cached_from also
+  /// copies, from the execution it stands for, what downstream steps and
+  /// readers use: its outputs (KILN_OUTPUTS), params, tags, artifacts (rows
+  /// sharing the blobs) and each metric's last value.
+  Expected<void> record_cache_decisions(std::int64_t run, const std::vector<CacheDecision>& decisions);
+  /// The newest succeeded execution (in any run but `except_run`) whose key is `key`.
+  Expected<std::optional<CacheHit>> find_cache_hit(std::string_view key, std::int64_t except_run);
+  Expected<std::optional<StepCache>> step_cache(std::int64_t run, std::string_view step);
+  /// The newest execution of `step` in a run of `workflow` before
+  /// `before_run` that succeeded or was cached and has a key.
+  Expected<std::optional<PastExecution>> last_execution(std::string_view workflow, std::string_view step,
+                                                        std::int64_t before_run);
+  /// Replaces the step's outputs.
+  Expected<void> set_step_outputs(std::int64_t run, std::string_view step, const KeyValues& outputs);
+  /// By name.
+  Expected<KeyValues> step_outputs(std::int64_t run, std::string_view step);
+  /// The last value of a step's metric in the newest succeeded run of the
+  /// workflow before `before_run`; nullopt when there is none.
+  Expected<std::optional<double>> previous_metric(std::string_view workflow, std::string_view step,
+                                                  std::string_view key, std::int64_t before_run);
+  Expected<std::unordered_map<std::string, MemoEntry>> load_hash_memo();
+  Expected<void> save_hash_memo(const std::vector<std::pair<std::string, MemoEntry>>& entries);
 
   /// dir/logs/<run id>/<step>.<attempt>.<stream>; stream is "out" or "err".
   std::filesystem::path log_path(std::string_view run_id, std::string_view step, int attempt,

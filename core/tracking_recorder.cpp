@@ -1,5 +1,7 @@
 #include "core/tracking_recorder.hpp"
 
+#include <fstream>
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -298,7 +300,79 @@ void TrackingRecorder::drain(Tail& tail, Drain mode) {
   flush_metrics();
 }
 
-std::string TrackingRecorder::collect(int step, int /*attempt*/) {
+Expected<KeyValues> read_outputs_file(const std::filesystem::path& file) {
+  KeyValues outputs;
+  std::ifstream in(file, std::ios::binary);
+  if (!in) {
+    return outputs;
+  }
+  auto is_name = [](std::string_view name) {
+    return !name.empty() && (std::isalpha(static_cast<unsigned char>(name[0])) || name[0] == '_') &&
+           std::all_of(name.begin(), name.end(), [](char c) {
+             return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.';
+           });
+  };
+  auto set = [&outputs](std::string name, std::string value) {
+    for (auto& [key, old] : outputs) {
+      if (key == name) {
+        old = std::move(value);
+        return;
+      }
+    }
+    outputs.emplace_back(std::move(name), std::move(value));
+  };
+  const std::string where = "KILN_OUTPUTS (" + file.string() + ")";
+  std::string line;
+  int number = 0;
+  while (std::getline(in, line)) {
+    ++number;
+    if (!line.empty() && line.back() == '\r') {
+      line.pop_back();
+    }
+    if (line.find_first_not_of(" \t") == std::string::npos) {
+      continue;
+    }
+    const auto eq = line.find('=');
+    const auto heredoc = line.find("<<");
+    if (heredoc != std::string::npos && (eq == std::string::npos || heredoc < eq)) {
+      const std::string name = line.substr(0, heredoc);
+      const std::string delimiter = line.substr(heredoc + 2);
+      if (!is_name(name) || delimiter.empty()) {
+        return Error{where + " line " + std::to_string(number) + ": expected NAME<<DELIMITER, got '" + line + "'"};
+      }
+      const int start = number;
+      std::string value;
+      bool closed = false;
+      bool first = true;
+      while (std::getline(in, line)) {
+        ++number;
+        if (!line.empty() && line.back() == '\r') {
+          line.pop_back();
+        }
+        if (line == delimiter) {
+          closed = true;
+          break;
+        }
+        value += (first ? "" : "\n") + line;
+        first = false;
+      }
+      if (!closed) {
+        return Error{where + " line " + std::to_string(start) + ": no line '" + delimiter + "' ends the value of '" +
+                     name + "'"};
+      }
+      set(name, std::move(value));
+      continue;
+    }
+    if (eq == std::string::npos || !is_name(line.substr(0, eq))) {
+      return Error{where + " line " + std::to_string(number) + ": expected NAME=VALUE, got '" +
+                   (line.size() > 80 ? line.substr(0, 77) + "..." : line) + "'"};
+    }
+    set(line.substr(0, eq), line.substr(eq + 1));
+  }
+  return outputs;
+}
+
+std::string TrackingRecorder::collect(int step, int attempt) {
   const PlannedStep& planned = m_plan.steps[step];
   std::vector<std::string> errors;
   std::int64_t count = 0;
@@ -341,6 +415,14 @@ std::string TrackingRecorder::collect(int step, int /*attempt*/) {
     if (auto recorded = record_artifacts(m_store, m_run, planned.id, workdir, requests, m_clock.wall_ms()); !recorded) {
       fail("declared output: " + recorded.error());
     }
+  }
+  const auto outputs_file = outputs_path(m_store.log_path(m_plan.run_id, planned.id, attempt, "out").string());
+  if (auto outputs = read_outputs_file(outputs_file); !outputs) {
+    fail(outputs.error());
+  } else if (outputs->empty()) {
+    // Nothing to record: no write (and no commit) for the common case.
+  } else if (auto recorded = m_store.set_step_outputs(m_run, planned.id, *outputs); !recorded) {
+    fail("recording outputs: " + recorded.error());
   }
   return join_errors(errors, count);
 }

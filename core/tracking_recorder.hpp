@@ -45,6 +45,13 @@ Expected<void> record_command(TrackerStore& store, std::int64_t run, std::string
                               const std::filesystem::path& workdir, const ProtocolCommand& command,
                               std::int64_t now_ms);
 
+/// The `name=value` lines a step wrote to its KILN_OUTPUTS file, as GitHub
+/// Actions' GITHUB_OUTPUT: also `name<<DELIMITER`, then lines up to one that
+/// is DELIMITER, for a value of several lines. Blank lines are ignored; a
+/// later line for a name replaces an earlier one. No file is no outputs. The
+/// error names the line: a typo must not lose an output silently.
+Expected<KeyValues> read_outputs_file(const std::filesystem::path& file);
+
 class TrackingRecorder final : public RunObserver, public OutputCollector {
 public:
   TrackingRecorder(TrackerStore& store, const Plan& plan, std::int64_t run_number, const Clock& clock,

@@ -75,6 +75,20 @@ struct Resources {
   int cpus = 1;
 };
 
+/// A condition as written (`when:`, or one `gate:` entry) and where its text starts.
+struct Condition {
+  std::string text;
+  SourceLocation location;
+  bool empty() const { return text.empty(); }
+};
+
+/// When a step may start, by what its needs did. Derived from the status
+/// functions its `when:` calls (GitHub Actions' model): none means
+/// `success()`, all needs succeeded (or were cached); `failure()` alone runs
+/// it only when a step upstream failed; `always()` (or a mix) runs it
+/// whatever happened, and the condition decides.
+enum class Trigger { success, failure, always };
+
 struct Step {
   std::string id;
   StepKind kind = StepKind::task;
@@ -85,6 +99,15 @@ struct Step {
   std::string workdir = ".";
   EnvVars env;
   std::vector<StepOutput> outputs;
+  /// Declared inputs: files, directories and globs, relative to workdir.
+  std::vector<std::string> inputs;
+  /// Skip-unchanged caching: as written, else on for steps that declare both
+  /// inputs and outputs.
+  bool cache = false;
+  Condition when;
+  Trigger trigger = Trigger::success;
+  /// evaluate: conditions on its own metrics; all must hold.
+  std::vector<Condition> gate;
   /// evaluate: the metrics file the step writes.
   std::string metrics;
   /// predict: id of the train step whose model it consumes.
@@ -95,6 +118,9 @@ struct Step {
   RetryPolicy retries;
   Resources resources;
   TagList tags;
+  /// A matrix variant's values (matrix.NAME), in the matrix's order; empty
+  /// for a step without a matrix.
+  std::vector<std::pair<std::string, std::string>> matrix;
   SourceLocation location;
 
   /// The path of the output named `name`, or nullptr.

@@ -10,6 +10,7 @@
 #include "workflows/workflow_loader.hpp"
 
 #include "core/duration.hpp"
+#include "core/expression.hpp"
 #include "core/graph.hpp"
 #include "core/hash.hpp"
 #include "core/template.hpp"
@@ -45,8 +46,9 @@ using Names = std::vector<std::string_view>;
 
 const Names k_top_keys{"name", "description", "params", "env", "tags", "tracking", "defaults", "steps"};
 const Names k_tracking_keys{"uri", "experiment"};
-const Names k_step_keys{"kind",    "description", "needs",   "run",        "workdir", "env",       "outputs",
-                        "metrics", "model",       "timeout", "kill_after", "retries", "resources", "tags"};
+const Names k_step_keys{"kind",    "description", "needs",   "run",     "workdir",    "env",     "outputs",
+                        "inputs",  "cache",       "when",    "gate",    "metrics",    "model",   "timeout",
+                        "kill_after", "retries",  "resources", "tags"};
 const Names k_default_keys{"timeout", "kill_after", "retries", "resources", "workdir", "env"};
 const Names k_param_keys{"type", "default", "description"};
 const Names k_retry_keys{"limit", "backoff", "delay", "max_delay", "jitter", "on"};
@@ -367,7 +369,20 @@ struct StepInfo {
   const Node* model_value = nullptr;
   /// Resolved needs (index into steps) and the list item naming each.
   std::vector<std::pair<int, const Node*>> needs;
+  const Node* cache_value = nullptr;
+  const Node* when_value = nullptr;
+  const Node* gate_key = nullptr;
+  /// steps.ID references in the step's templates and conditions: the step
+  /// named must be upstream, checked with the graph.
+  struct StepMention {
+    std::uint32_t offset = 0;
+    std::uint32_t length = 1;
+    std::string step;
+  };
+  std::vector<StepMention> mentions;
 };
+
+enum class ConditionKind { when, gate };
 
 struct Positioned {
   std::uint32_t offset = 0;
@@ -424,6 +439,14 @@ private:
   void load_needs(const Node& key, const Node& value, Step& step, StepInfo& info);
   void load_run(const Node& key, const Node& value, Step& step);
   void load_outputs(const Node& key, const Node& value, Step& step);
+  void load_inputs(const Node& key, const Node& value, Step& step);
+  /// A `when:` (which also sets `trigger`) or one `gate:` condition.
+  void load_condition(const Node& key, const Node& value, core::Condition& condition, ConditionKind kind,
+                      core::Trigger* trigger = nullptr);
+  void load_gate(const Node& key, const Node& value, Step& step);
+  /// Source offset of byte `at` of a scalar's value, for positions inside
+  /// an expression (exact for plain and quoted one-line scalars without escapes).
+  std::uint32_t value_offset(const Node& scalar, std::size_t at) const;
   void load_tags(const Node& key, const Node& value, core::TagList& tags);
   void load_tracking(const Node& key, const Node& value, core::TrackingConfig& tracking);
   void check_graph(Workflow& workflow);
@@ -453,6 +476,8 @@ private:
   Names m_step_ids;
   std::unordered_map<std::string_view, int> m_step_index;
   std::vector<StepInfo> m_infos;
+  /// The step being loaded, for references only steps may make; -1 outside.
+  int m_current_step = -1;
   int m_step_suggestions_left = k_step_suggestion_budget;
   /// For each train step named by a `model:`: which steps are downstream.
   std::unordered_map<int, std::vector<char>> m_downstream;
@@ -671,6 +696,18 @@ void Loader::check_templates(const Node& scalar) {
       error(offset, length,
             "unknown namespace '" + ref.ns + "' in '" + full + "'" +
                 (hint.empty() ? "; use " + one_of(namespaces) : hint));
+    } else if (ref.ns == "steps" || ref.ns == "matrix") {
+      if (m_current_step < 0) {
+        error(offset, length, "'" + full + "' can be used only in a step's run, env and workdir");
+      } else if (ref.ns == "steps") {
+        if (auto parsed = core::parse_step_ref(ref.name)) {
+          m_infos[m_current_step].mentions.push_back({offset, length, parsed->step});
+        } else {
+          error(offset, length,
+                "bad reference '" + full +
+                    "': use steps.ID.outputs.NAME, steps.ID.metrics.NAME or steps.ID.status");
+        }
+      }
     } else if (ref.ns == "params") {
       if (std::find(m_param_names.begin(), m_param_names.end(), ref.name) == m_param_names.end()) {
         const std::string hint = did_you_mean(ref.name, param_names());
@@ -1100,6 +1137,11 @@ void Loader::load_steps(const Node& key, const Node& value, const Defaults& defa
 }
 
 void Loader::load_step(const Node& key, const Node& value, Step& step, StepInfo& info) {
+  m_current_step = static_cast<int>(&info - m_infos.data());
+  struct Reset {
+    int& current;
+    ~Reset() { current = -1; }
+  } reset{m_current_step};
   step.id = key.value;
   step.location = {m_source.line_of(key.offset), m_source.column_of(key.offset)};
   info.key = &key;
@@ -1156,6 +1198,19 @@ void Loader::load_step(const Node& key, const Node& value, Step& step, StepInfo&
       }
     } else if (name == "outputs") {
       load_outputs(k, v, step);
+    } else if (name == "inputs") {
+      load_inputs(k, v, step);
+    } else if (name == "cache") {
+      if (auto on = read_bool(v, k)) {
+        step.cache = *on;
+        info.cache_value = &v;
+      }
+    } else if (name == "when") {
+      info.when_value = &v;
+      load_condition(k, v, step.when, ConditionKind::when, &step.trigger);
+    } else if (name == "gate") {
+      info.gate_key = &k;
+      load_gate(k, v, step);
     } else if (name == "tags") {
       load_tags(k, v, step.tags);
     } else if (name == "metrics") {
@@ -1190,6 +1245,159 @@ void Loader::load_step(const Node& key, const Node& value, Step& step, StepInfo&
   }
   if (!has_run) {
     error_at(key, "step '" + step.id + "' has no 'run' command");
+  }
+  if (info.cache_value == nullptr) {
+    step.cache = !step.inputs.empty() && !step.outputs.empty();
+  } else if (step.cache && step.outputs.empty()) {
+    error_at(*info.cache_value, "a cached step must declare its 'outputs': they are what a cache hit keeps");
+  }
+}
+
+void Loader::load_inputs(const Node& key, const Node& value, Step& step) {
+  std::vector<const Node*> items;
+  if (value.is_scalar() && !value.is_null()) {
+    items.push_back(&value);
+  } else if (expect(value, key, NodeKind::sequence, "a list of files, directories or globs")) {
+    for (const Node& item : value.children) {
+      items.push_back(&item);
+    }
+  }
+  for (const Node* item : items) {
+    if (!expect(*item, key, NodeKind::scalar, "a path or glob")) {
+      continue;
+    }
+    if (item->value.empty()) {
+      error_at(*item, "an input path is empty");
+      continue;
+    }
+    forbid_templates(*item, "inputs");
+    step.inputs.push_back(item->value);
+  }
+}
+
+std::uint32_t Loader::value_offset(const Node& scalar, std::size_t at) const {
+  switch (scalar.style) {
+  case ScalarStyle::plain:
+    if (scalar.value.find('\n') == std::string::npos) {
+      return scalar.offset + static_cast<std::uint32_t>(at);
+    }
+    break;
+  case ScalarStyle::single_quoted:
+  case ScalarStyle::double_quoted:
+    if (scalar.value.find_first_of("'\"\\\n") == std::string::npos) {
+      return scalar.offset + 1 + static_cast<std::uint32_t>(at);
+    }
+    break;
+  default: break;
+  }
+  return scalar.offset;
+}
+
+void Loader::load_condition(const Node& key, const Node& value, core::Condition& condition, ConditionKind kind,
+                            core::Trigger* trigger) {
+  const bool gate = kind == ConditionKind::gate;
+  if (!value.is_scalar() || value.is_null() || value.value.find_first_not_of(" \t\r\n") == std::string::npos) {
+    error_value(value, key,
+                gate ? "expected a condition on the step's metrics, e.g. accuracy >= 0.9"
+                     : "expected a condition, e.g. steps.evaluate.metrics.accuracy >= params.min_accuracy");
+    return;
+  }
+  forbid_templates(value, gate ? "gate" : "when");
+  const std::uint32_t column = m_source.column_of(value_offset(value, 0));
+  auto parsed = core::Expression::parse(value.value, column);
+  if (auto* e = std::get_if<core::ExprError>(&parsed)) {
+    error(value_offset(value, e->offset), static_cast<std::uint32_t>(e->length), e->message);
+    return;
+  }
+  const core::Expression& expression = std::get<core::Expression>(parsed);
+  condition.text = value.value;
+  condition.location = {m_source.line_of(value.offset), m_source.column_of(value_offset(value, 0))};
+  static const Names when_heads{"params", "steps", "matrix", "env"};
+  static const Names gate_heads{"params", "metrics", "previous"};
+  for (const core::ExprReference& ref : expression.references()) {
+    const std::uint32_t offset = value_offset(value, ref.offset);
+    const auto length = static_cast<std::uint32_t>(ref.length);
+    const std::string& head = ref.path[0];
+    const std::string text = ref.text();
+    if (gate && ref.path.size() == 1) {
+      continue; // one of the step's own metrics, known only when it has run
+    }
+    const Names& heads = gate ? gate_heads : when_heads;
+    if (std::find(heads.begin(), heads.end(), head) == heads.end()) {
+      const std::string hint = did_you_mean(head, heads);
+      error(offset, length,
+            "unknown name '" + text + "'" +
+                (hint.empty() ? (gate ? "; name one of the step's metrics (accuracy), or use previous.NAME or params.NAME"
+                                      : "; use params., steps., matrix. or env.")
+                              : hint));
+      continue;
+    }
+    if (head == "steps") {
+      const bool status = ref.path.size() == 3 && ref.path[2] == "status";
+      const bool value_of = ref.path.size() == 4 && (ref.path[2] == "outputs" || ref.path[2] == "metrics");
+      if (!status && !value_of) {
+        error(offset, length,
+              "bad reference '" + text + "': use steps.ID.outputs.NAME, steps.ID.metrics.NAME or steps.ID.status");
+        continue;
+      }
+      m_infos[m_current_step].mentions.push_back({offset, length, ref.path[1]});
+      continue;
+    }
+    if (ref.path.size() != 2) {
+      error(offset, length, "bad reference '" + text + "': use " + head + ".NAME");
+      continue;
+    }
+    if (head == "params" &&
+        std::find(m_param_names.begin(), m_param_names.end(), ref.path[1]) == m_param_names.end()) {
+      const std::string hint = did_you_mean(ref.path[1], param_names());
+      error(offset, length,
+            "undefined parameter '" + ref.path[1] + "'" +
+                (hint.empty() ? (m_param_names.empty() ? "; declare it under 'params:'" : "") : hint));
+    }
+  }
+  static const Names status_functions{"always", "success", "failure"};
+  bool calls_always = false;
+  bool calls_failure = false;
+  bool calls_success = false;
+  for (const core::ExprCall& call : expression.calls()) {
+    const std::uint32_t offset = value_offset(value, call.offset);
+    const auto length = static_cast<std::uint32_t>(call.length);
+    const bool known = std::find(status_functions.begin(), status_functions.end(), call.name) != status_functions.end();
+    if (gate || !known) {
+      const std::string hint = gate ? "" : did_you_mean(call.name, status_functions);
+      error(offset, length,
+            "unknown function '" + call.name + "'" +
+                (hint.empty() ? (gate ? "; a gate may call min, max and abs"
+                                      : "; use always(), success() or failure() (and min, max, abs)")
+                              : hint));
+      continue;
+    }
+    if (call.arity != 0) {
+      error(offset, length, call.name + "() takes no arguments");
+    }
+    calls_always = calls_always || call.name == "always";
+    calls_failure = calls_failure || call.name == "failure";
+    calls_success = calls_success || call.name == "success";
+  }
+  if (trigger != nullptr) {
+    *trigger = calls_always || (calls_failure && calls_success) ? core::Trigger::always
+                   : calls_failure                                   ? core::Trigger::failure
+                                                                     : core::Trigger::success;
+  }
+}
+
+void Loader::load_gate(const Node& key, const Node& value, Step& step) {
+  if (value.is_scalar() && !value.is_null()) {
+    step.gate.emplace_back();
+    load_condition(key, value, step.gate.back(), ConditionKind::gate);
+    return;
+  }
+  if (!expect(value, key, NodeKind::sequence, "a list of conditions on the step's metrics")) {
+    return;
+  }
+  for (const Node& item : value.children) {
+    step.gate.emplace_back();
+    load_condition(key, item, step.gate.back(), ConditionKind::gate);
   }
 }
 
@@ -1420,6 +1628,20 @@ void Loader::check_graph(Workflow& workflow) {
         } else {
           step.model = model.value;
         }
+      }
+    }
+    if (info.gate_key != nullptr && step.kind != StepKind::evaluate) {
+      error_at(*info.gate_key, "'gate' is only allowed on evaluate steps: it checks the metrics they record");
+    }
+    for (const StepInfo::StepMention& mention : info.mentions) {
+      const auto it = m_step_index.find(mention.step);
+      if (it == m_step_index.end()) {
+        error(mention.offset, mention.length, "unknown step " + quote(mention.step) + suggest_step(mention.step));
+      } else if (it->second == i) {
+        error(mention.offset, mention.length, "step '" + step.id + "' cannot use what it produces itself");
+      } else if (cycle.empty() && !is_upstream(it->second, i, dependents)) {
+        error(mention.offset, mention.length,
+              "step '" + mention.step + "' is not upstream of '" + step.id + "'; add it to needs");
       }
     }
     switch (step.kind) {

@@ -1,0 +1,468 @@
+#include "core/step_decider.hpp"
+
+#include "core/template.hpp"
+
+#include <charconv>
+#include <cmath>
+#include <filesystem>
+
+namespace kiln::core {
+
+namespace {
+
+/// A text value as a condition sees it: a number when it reads as one,
+/// true/false as booleans, else a string.
+ExprValue typed(const std::string& text) {
+  if (text == "true" || text == "false") {
+    return ExprValue(text == "true");
+  }
+  double number = 0;
+  const char* end = text.data() + text.size();
+  if (!text.empty()) {
+    auto [ptr, ec] = std::from_chars(text.data(), end, number);
+    if (ec == std::errc{} && ptr == end) {
+      return ExprValue(number);
+    }
+  }
+  return ExprValue(text);
+}
+
+/// A number as a command sees it: shortest round-trip text.
+std::string number_text(double value) {
+  return to_display(ExprValue(value));
+}
+
+std::string explain(const Expression::Seen& seen) {
+  std::string out;
+  for (const auto& [name, value] : seen) {
+    out += (out.empty() ? "" : ", ") + name + " = " + to_display(value);
+  }
+  return out;
+}
+
+} // namespace
+
+Expected<CacheLookup> look_up_cache(TrackerStore& store, FileHasher& hasher, const PlannedStep& step,
+                                    const std::string& key, std::int64_t except_run) {
+  CacheLookup lookup;
+  auto hit = store.find_cache_hit(key, except_run);
+  if (!hit) {
+    return Error{hit.error()};
+  }
+  if (!*hit || (*hit)->outputs.empty()) {
+    return lookup;
+  }
+  lookup.hit = std::move(**hit);
+  // The outputs must be what that execution produced: in place and
+  // unchanged, or restorable from the artifact store when gone. An output
+  // changed by hand is not overwritten: the step runs.
+  const std::filesystem::path workdir = step.workdir;
+  for (const ArtifactRecord& output : lookup.hit.outputs) {
+    const std::string path = (workdir / output.path).lexically_normal().string();
+    const FileStatus probe = hasher.probe(path);
+    if (probe.error != 0) {
+      if (!store.blobs().contains(output.sha256)) {
+        lookup.state = CacheLookup::State::stale;
+        lookup.problem = "output " + output.path + " is gone and not in the artifact store";
+        return lookup;
+      }
+      lookup.missing.push_back(output);
+      continue;
+    }
+    auto sha = probe.type == FileType::regular ? hasher.hash_probed(path, probe) : Expected<std::string>(Error{""});
+    if (!sha || *sha != output.sha256) {
+      lookup.state = CacheLookup::State::stale;
+      lookup.problem = "output " + output.path + " changed since run " + std::to_string(lookup.hit.run);
+      return lookup;
+    }
+  }
+  lookup.state = lookup.missing.empty() ? CacheLookup::State::hit : CacheLookup::State::restorable;
+  return lookup;
+}
+
+StepDecider::StepDecider(TrackerStore& store, const Plan& plan, std::string workflow_name, std::vector<char> forced,
+                         InMemoryHashMemo& memo)
+    : m_store(store), m_plan(plan), m_workflow(std::move(workflow_name)), m_forced(std::move(forced)), m_hasher(memo),
+      m_memo(memo), m_keys(plan.steps.size()), m_cached_from(plan.steps.size()), m_values(plan.steps.size()) {
+  m_forced.resize(plan.steps.size(), 0);
+  m_index.reserve(plan.steps.size());
+  for (std::size_t i = 0; i < plan.steps.size(); ++i) {
+    m_index.emplace(plan.steps[i].id, static_cast<int>(i));
+  }
+}
+
+std::optional<int> StepDecider::index_of(std::string_view id) const {
+  const auto it = m_index.find(id);
+  return it == m_index.end() ? std::nullopt : std::optional<int>(it->second);
+}
+
+StepDecider::Source StepDecider::source_of(int step) const {
+  if (m_cached_from[step]) {
+    return *m_cached_from[step];
+  }
+  return {m_plan.run_number, m_plan.steps[step].id};
+}
+
+std::optional<std::string> StepDecider::output_of(int step, const std::string& name) {
+  const Source source = source_of(step);
+  auto outputs = m_store.step_outputs(source.run, source.step);
+  if (!outputs) {
+    m_errors.push_back(outputs.error());
+    return std::nullopt;
+  }
+  for (const auto& [key, value] : *outputs) {
+    if (key == name) {
+      return value;
+    }
+  }
+  return std::nullopt;
+}
+
+std::optional<double> StepDecider::metric_of(int step, const std::string& name) {
+  const Source source = source_of(step);
+  auto summaries = m_store.metric_summaries(source.run);
+  if (!summaries) {
+    m_errors.push_back(summaries.error());
+    return std::nullopt;
+  }
+  for (const MetricSummary& s : *summaries) {
+    if (s.step_id == source.step && s.key == name) {
+      return s.last;
+    }
+  }
+  return std::nullopt;
+}
+
+ExprValue StepDecider::param_value(const std::string& name) const {
+  const Param* param = m_plan.scope ? m_plan.scope->param(name) : nullptr;
+  if (param == nullptr) {
+    return {};
+  }
+  switch (param->type) {
+  case ParamType::integer:
+  case ParamType::floating: return typed(param->value);
+  case ParamType::boolean: return ExprValue(param->value == "true");
+  case ParamType::string: return ExprValue(param->value);
+  }
+  return {};
+}
+
+std::variant<ExprValue, std::string> StepDecider::step_value(const std::vector<std::string>& path,
+                                                             const std::function<StepStatus(int)>& status) {
+  // path: steps, ID, status | outputs NAME | metrics NAME
+  const auto index = index_of(path[1]);
+  if (!index) {
+    return "no step '" + path[1] + "'";
+  }
+  if (path[2] == "status") {
+    return ExprValue(std::string(to_string(status(*index))));
+  }
+  if (path[2] == "outputs") {
+    if (auto value = output_of(*index, path[3])) {
+      return typed(*value);
+    }
+    return ExprValue();
+  }
+  if (auto value = metric_of(*index, path[3])) {
+    return ExprValue(*value);
+  }
+  return ExprValue();
+}
+
+Expected<std::string> StepDecider::step_text(std::string_view path, const std::function<StepStatus(int)>& status) {
+  const auto ref = parse_step_ref(path);
+  if (!ref) {
+    return Error{"bad reference 'steps." + std::string(path) + "'"};
+  }
+  const auto index = index_of(ref->step);
+  if (!index) {
+    return Error{"no step '" + ref->step + "'"};
+  }
+  if (ref->field == "status") {
+    return std::string(to_string(status(*index)));
+  }
+  if (ref->field == "outputs") {
+    if (auto value = output_of(*index, ref->name)) {
+      return *value;
+    }
+    return Error{"step '" + ref->step + "' wrote no output '" + ref->name + "' to KILN_OUTPUTS"};
+  }
+  if (auto value = metric_of(*index, ref->name)) {
+    return number_text(*value);
+  }
+  return Error{"step '" + ref->step + "' recorded no metric '" + ref->name + "'"};
+}
+
+std::string StepDecider::where(const Condition& condition) const {
+  std::string out = m_plan.scope ? m_plan.scope->file : std::string();
+  if (condition.location.line > 0) {
+    out += ":" + std::to_string(condition.location.line) + ":" + std::to_string(condition.location.column);
+  }
+  return out;
+}
+
+StartDecision StepDecider::prepare(int step, bool failure_upstream, const std::function<StepStatus(int)>& status) {
+  const PlannedStep& planned = m_plan.steps[step];
+  StartDecision decision;
+  if (!planned.when.empty()) {
+    auto parsed = Expression::parse(planned.when.text);
+    if (auto* e = std::get_if<ExprError>(&parsed)) {
+      decision.action = StartDecision::Action::fail;
+      decision.reason = "when: " + e->message;
+      return decision;
+    }
+    const Expression& when = std::get<Expression>(parsed);
+    auto resolve = [&](const ExprReference& ref) -> std::variant<ExprValue, std::string> {
+      const std::string& head = ref.path[0];
+      if (head == "params") {
+        return param_value(ref.path[1]);
+      }
+      if (head == "steps") {
+        return step_value(ref.path, status);
+      }
+      if (head == "matrix") {
+        for (const auto& [name, value] : planned.matrix) {
+          if (name == ref.path[1]) {
+            return typed(value);
+          }
+        }
+        return "matrix." + ref.path[1] + " is not defined for this step";
+      }
+      if (head == "env") {
+        for (const auto* list : {&planned.env, &m_plan.base_env}) {
+          for (const std::string& entry : *list) {
+            if (entry.size() > ref.path[1].size() && entry.starts_with(ref.path[1]) &&
+                entry[ref.path[1].size()] == '=') {
+              return ExprValue(entry.substr(ref.path[1].size() + 1));
+            }
+          }
+        }
+        return ExprValue();
+      }
+      return "cannot resolve '" + ref.text() + "'";
+    };
+    auto call = [&](const ExprCall& c, const std::vector<ExprValue>&) -> std::variant<ExprValue, std::string> {
+      if (c.name == "always") {
+        return ExprValue(true);
+      }
+      if (c.name == "failure") {
+        return ExprValue(failure_upstream);
+      }
+      if (c.name == "success") {
+        for (int need : planned.needs) {
+          if (!is_success(status(need))) {
+            return ExprValue(false);
+          }
+        }
+        return ExprValue(true);
+      }
+      return "unknown function '" + c.name + "'";
+    };
+    Expression::Seen seen;
+    auto result = when.evaluate(resolve, call, &seen);
+    if (auto* e = std::get_if<ExprError>(&result)) {
+      decision.action = StartDecision::Action::fail;
+      decision.reason = where(planned.when) + ": when: " + e->message;
+      return decision;
+    }
+    const ExprValue& value = std::get<ExprValue>(result);
+    const std::string values = seen.empty() ? "" : " (" + explain(seen) + ")";
+    if (value.is_null()) {
+      decision.action = StartDecision::Action::skip;
+      decision.reason = "condition unknown: " + planned.when.text + values;
+      return decision;
+    }
+    if (!value.is_bool()) {
+      decision.action = StartDecision::Action::fail;
+      decision.reason = where(planned.when) + ": when: expected true or false, got " + std::string(type_name(value)) +
+                        " " + to_display(value);
+      return decision;
+    }
+    if (!value.as_bool()) {
+      decision.action = StartDecision::Action::skip;
+      decision.reason = "condition false: " + planned.when.text + values;
+      return decision;
+    }
+  }
+  if (planned.deferred) {
+    TemplateContext tc;
+    tc.workflow = m_plan.scope.get();
+    tc.run_id = m_plan.run_id;
+    tc.run_number = m_plan.run_number;
+    tc.step_id = planned.id;
+    auto& values = m_values[step];
+    tc.steps = [&](std::string_view path) -> Expected<std::string> {
+      auto text = step_text(path, status);
+      if (text) {
+        values.emplace_back("steps." + std::string(path), *text);
+      }
+      return text;
+    };
+    ResolvedCommand command;
+    std::string problem;
+    for (std::size_t i = 0; i < planned.argv.size() && problem.empty(); ++i) {
+      auto rendered = render_template(planned.argv[i], tc);
+      if (!rendered) {
+        problem = rendered.error();
+        break;
+      }
+      // /bin/sh -c SCRIPT shows the script; exec form shows argv quoted.
+      if (!(planned.argv.size() == 3 && planned.argv[0] == "/bin/sh" && i < 2)) {
+        command.display +=
+            (command.display.empty() ? "" : " ") +
+            (planned.argv.size() == 3 && planned.argv[0] == "/bin/sh" ? *rendered : shell_quote(*rendered));
+      }
+      command.argv.push_back(std::move(*rendered));
+    }
+    for (std::size_t i = 0; i < planned.env.size() && problem.empty(); ++i) {
+      auto rendered = render_template(planned.env[i], tc);
+      if (!rendered) {
+        problem = rendered.error();
+        break;
+      }
+      command.env.push_back(std::move(*rendered));
+    }
+    if (!problem.empty()) {
+      decision.action = StartDecision::Action::fail;
+      decision.reason = "cannot render the command: " + problem;
+      return decision;
+    }
+    std::sort(values.begin(), values.end());
+    values.erase(std::unique(values.begin(), values.end()), values.end());
+    decision.command = std::move(command);
+  }
+  if (planned.cache) {
+    StartDecision cached = decide_cache(step, m_values[step]);
+    if (cached.action != StartDecision::Action::run) {
+      return cached;
+    }
+  }
+  return decision;
+}
+
+StartDecision StepDecider::decide_cache(int step, const std::vector<std::pair<std::string, std::string>>& values) {
+  const PlannedStep& planned = m_plan.steps[step];
+  StartDecision decision;
+  const std::vector<InputFile> inputs = resolve_inputs(planned.workdir, planned.inputs, m_hasher);
+  const CacheKey key = compute_cache_key(
+      m_plan, planned, inputs, [this](int need) { return m_keys[static_cast<std::size_t>(need)]; }, values);
+  m_keys[step] = key.key;
+  CacheDecision record;
+  record.step = planned.id;
+  record.cache.key = key.key;
+  record.cache.components_json = key.components.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  auto keep_record = [&] { m_pending.push_back(std::move(record)); };
+  if (m_forced[step] || !input_problem(inputs).empty()) {
+    keep_record();
+    return decision;
+  }
+  auto lookup = look_up_cache(m_store, m_hasher, planned, key.key, m_plan.run_number);
+  if (!lookup) {
+    m_errors.push_back(lookup.error());
+    keep_record();
+    return decision;
+  }
+  if (lookup->state != CacheLookup::State::hit && lookup->state != CacheLookup::State::restorable) {
+    keep_record();
+    return decision;
+  }
+  const std::filesystem::path workdir = planned.workdir;
+  for (const ArtifactRecord& output : lookup->missing) {
+    const std::filesystem::path dest = workdir / output.path;
+    std::error_code ec;
+    std::filesystem::create_directories(dest.parent_path(), ec);
+    if (auto copied = m_store.blobs().copy_out(output.sha256, dest); !copied) {
+      m_errors.push_back("restoring " + dest.string() + ": " + copied.error());
+      keep_record();
+      return decision;
+    }
+  }
+  const auto& missing = lookup->missing;
+  const auto hit = &lookup->hit;
+  const std::int64_t from_run = hit->run;
+  record.cache.cached_from = from_run;
+  record.from_step = hit->step;
+  m_cached_from[step] = Source{from_run, hit->step};
+  decision.action = StartDecision::Action::cached;
+  decision.reason = "unchanged since run " + std::to_string(from_run);
+  if (!missing.empty()) {
+    decision.reason += "; restored " + std::to_string(missing.size()) + " output" + (missing.size() == 1 ? "" : "s") +
+                       " from the artifact store";
+  }
+  keep_record();
+  return decision;
+}
+
+std::string StepDecider::verify(int step, int /*attempt*/) {
+  const PlannedStep& planned = m_plan.steps[step];
+  for (const Condition& gate : planned.gate) {
+    auto parsed = Expression::parse(gate.text);
+    if (auto* e = std::get_if<ExprError>(&parsed)) {
+      return "gate: " + e->message;
+    }
+    std::vector<MetricSummary> own;
+    if (auto summaries = m_store.metric_summaries(m_plan.run_number)) {
+      for (MetricSummary& s : *summaries) {
+        if (s.step_id == planned.id) {
+          own.push_back(std::move(s));
+        }
+      }
+    } else {
+      return "gate: " + summaries.error();
+    }
+    auto resolve = [&](const ExprReference& ref) -> std::variant<ExprValue, std::string> {
+      const std::string& head = ref.path[0];
+      if (head == "params" && ref.path.size() == 2) {
+        return param_value(ref.path[1]);
+      }
+      if (head == "previous" && ref.path.size() == 2) {
+        auto value = m_store.previous_metric(m_workflow, planned.id, ref.path[1], m_plan.run_number);
+        if (!value) {
+          return value.error();
+        }
+        return *value ? ExprValue(**value) : ExprValue();
+      }
+      const std::string& name = ref.path.size() == 1 ? head : ref.path[1];
+      for (const MetricSummary& s : own) {
+        if (s.key == name) {
+          return ExprValue(s.last);
+        }
+      }
+      return "the step recorded no metric '" + name + "'";
+    };
+    Expression::Seen seen;
+    auto result = std::get<Expression>(parsed).evaluate(resolve, {}, &seen);
+    if (auto* e = std::get_if<ExprError>(&result)) {
+      return where(gate) + ": gate: " + e->message;
+    }
+    const ExprValue& value = std::get<ExprValue>(result);
+    if (value.is_null()) {
+      continue; // e.g. previous.accuracy before any run succeeded: nothing to compare with
+    }
+    if (!value.is_bool()) {
+      return where(gate) + ": gate: expected true or false, got " + std::string(type_name(value)) + " " +
+             to_display(value);
+    }
+    if (!value.as_bool()) {
+      return "gate failed: " + gate.text + " (" + explain(seen) + ")";
+    }
+  }
+  return "";
+}
+
+void StepDecider::flush() {
+  if (!m_pending.empty()) {
+    if (auto done = m_store.record_cache_decisions(m_plan.run_number, m_pending); !done) {
+      m_errors.push_back(done.error());
+    }
+    m_pending.clear();
+  }
+  if (auto changed = m_memo.changed(); !changed.empty()) {
+    if (auto done = m_store.save_hash_memo(changed); !done) {
+      m_errors.push_back(done.error());
+    }
+    m_memo.clear_changed();
+  }
+}
+
+} // namespace kiln::core

@@ -1,0 +1,104 @@
+#pragma once
+// Decides, as each step becomes ready, whether it runs: its `when:`
+// condition over params, upstream statuses, outputs and metrics; then, for a
+// cached step, whether an earlier success with the same key can stand for
+// it (outputs in place, or restored from the artifact store, as DVC's run
+// cache does). It renders commands that use upstream values, and checks an
+// evaluate step's gate once it has recorded its metrics.
+//
+// Decisions happen inside the scheduler's loop; what they record (keys,
+// cached steps' copies, the hash memo) is written in one transaction per
+// loop turn (before_wait), so 10,000 cached steps cost one commit rather
+// than 10,000. Lookups within a turn read what the decider holds, not the
+// store.
+
+#include "core/expression.hpp"
+#include "core/input_files.hpp"
+#include "core/plan.hpp"
+#include "core/scheduler.hpp"
+#include "core/step_cache.hpp"
+#include "core/tracker_store.hpp"
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace kiln::core {
+
+/// Whether an earlier success with `key` can stand for `step` now.
+struct CacheLookup {
+  enum class State {
+    /// No earlier success with this key (or it recorded no outputs).
+    miss,
+    /// Its outputs are in place and unchanged.
+    hit,
+    /// Some outputs are gone, and all of those are in the artifact store.
+    restorable,
+    /// An output differs from what it produced (changed by hand?), or a
+    /// gone one is not in the artifact store: the step must run.
+    stale,
+  };
+  State state = State::miss;
+  CacheHit hit;
+  /// restorable: the outputs to restore.
+  std::vector<ArtifactRecord> missing;
+  /// stale: which output, and why.
+  std::string problem;
+};
+Expected<CacheLookup> look_up_cache(TrackerStore& store, FileHasher& hasher, const PlannedStep& step,
+                                    const std::string& key, std::int64_t except_run);
+
+class StepDecider final : public StepHooks, public RunObserver {
+public:
+  /// `forced`: per step, run even when cached (empty = none).
+  StepDecider(TrackerStore& store, const Plan& plan, std::string workflow_name, std::vector<char> forced,
+              InMemoryHashMemo& memo);
+
+  StartDecision prepare(int step, bool failure_upstream, const std::function<StepStatus(int)>& status) override;
+  std::string verify(int step, int attempt) override;
+  void before_wait() override { flush(); }
+
+  /// Writes what is held; called at the end of the run too. Errors are
+  /// kept in errors().
+  void flush();
+  const std::vector<std::string>& errors() const { return m_errors; }
+
+private:
+  /// Where a step's outputs and metrics are read: its own record, or for a
+  /// cached step the execution it stands for.
+  struct Source {
+    std::int64_t run = 0;
+    std::string step;
+  };
+  Source source_of(int step) const;
+  std::optional<int> index_of(std::string_view id) const;
+  /// The value of steps.ID.FIELD[.NAME] for conditions (null when absent).
+  std::variant<ExprValue, std::string> step_value(const std::vector<std::string>& path,
+                                                  const std::function<StepStatus(int)>& status);
+  /// steps.PATH as text for a command.
+  Expected<std::string> step_text(std::string_view path, const std::function<StepStatus(int)>& status);
+  std::optional<std::string> output_of(int step, const std::string& name);
+  std::optional<double> metric_of(int step, const std::string& name);
+  ExprValue param_value(const std::string& name) const;
+  std::string where(const Condition& condition) const;
+  StartDecision decide_cache(int step, const std::vector<std::pair<std::string, std::string>>& values);
+
+  TrackerStore& m_store;
+  const Plan& m_plan;
+  std::string m_workflow;
+  std::vector<char> m_forced;
+  FileHasher m_hasher;
+  InMemoryHashMemo& m_memo;
+  std::unordered_map<std::string_view, int> m_index;
+  /// Per step: its key ("" none), and for a cached step where it came from.
+  std::vector<std::string> m_keys;
+  std::vector<std::optional<Source>> m_cached_from;
+  /// Per step, the steps.* values its command used (part of its key).
+  std::vector<std::vector<std::pair<std::string, std::string>>> m_values;
+  std::vector<CacheDecision> m_pending;
+  std::vector<std::string> m_errors;
+};
+
+} // namespace kiln::core

@@ -1,0 +1,253 @@
+// TrackerStore: cache keys, cached steps and step outputs (schema version 5),
+// and the memo of input file hashes. Each call is one statement or one
+// transaction, like the rest of the store.
+
+#include "core/tracker_store.hpp"
+
+#include <limits>
+
+namespace kiln::core {
+
+namespace {
+
+using sqlite::CachedStatement;
+using sqlite::StatementRef;
+using sqlite::TransactionKind;
+
+StepCache read_cache(StatementRef& row, int first) {
+  StepCache cache;
+  cache.key = row.column_text(first);
+  cache.components_json = row.column_text(first + 1);
+  if (!row.is_null(first + 2)) {
+    cache.cached_from = row.column_int64(first + 2);
+  }
+  return cache;
+}
+
+} // namespace
+
+Expected<void> TrackerStore::record_cache_decisions(std::int64_t run, const std::vector<CacheDecision>& decisions) {
+  if (decisions.empty()) {
+    return {};
+  }
+  Expected<sqlite::Transaction> transaction = m_database.begin(TransactionKind::immediate);
+  if (!transaction) {
+    return Error{transaction.error()};
+  }
+  // What a cached step copies from the execution it stands for: ?1 run,
+  // ?2 step, ?3 source run, ?4 source step.
+  static constexpr std::string_view k_copies[] = {
+      "INSERT OR REPLACE INTO step_outputs (run, step, name, value) "
+      "SELECT ?1, ?2, name, value FROM step_outputs WHERE run = ?3 AND step = ?4",
+      "INSERT OR REPLACE INTO params (run, step, key, value) "
+      "SELECT ?1, ?2, key, value FROM params WHERE run = ?3 AND step = ?4",
+      "INSERT OR REPLACE INTO tags (run, step, key, value) "
+      "SELECT ?1, ?2, key, value FROM tags WHERE run = ?3 AND step = ?4",
+      "INSERT OR REPLACE INTO artifacts (run, step, path, sha256, size, kind, name, created_ms) "
+      "SELECT ?1, ?2, path, sha256, size, kind, name, created_ms FROM artifacts WHERE run = ?3 AND step = ?4",
+      // One point per metric: the last value, which conditions and gates read.
+      "INSERT OR IGNORE INTO metric_series (run, step, key, count, last_value, last_step, last_ms, min_value, "
+      "max_value) SELECT ?1, ?2, key, 1, last_value, last_step, last_ms, last_value, last_value "
+      "FROM metric_series WHERE run = ?3 AND step = ?4",
+  };
+  static constexpr std::string_view k_points =
+      "INSERT OR IGNORE INTO metric_points (series, seq, step, value, timestamp_ms) "
+      "SELECT mine.id, 0, mine.last_step, mine.last_value, mine.last_ms FROM metric_series AS mine "
+      "WHERE mine.run = ?1 AND mine.step = ?2";
+  for (const CacheDecision& d : decisions) {
+    Expected<CachedStatement> update = m_database.cached(
+        "UPDATE steps SET cache_key = ?3, cache_json = ?4, cached_from = ?5 WHERE run = ?1 AND id = ?2");
+    if (!update) {
+      return Error{update.error()};
+    }
+    update->bind_all(run, d.step, d.cache.key, d.cache.components_json, d.cache.cached_from);
+    if (Expected<void> done = update->run(); !done) {
+      return done;
+    }
+    if (!d.cache.cached_from) {
+      continue;
+    }
+    for (std::string_view sql : k_copies) {
+      Expected<CachedStatement> copy = m_database.cached(sql);
+      if (!copy) {
+        return Error{copy.error()};
+      }
+      copy->bind_all(run, d.step, *d.cache.cached_from, d.from_step);
+      if (Expected<void> done = copy->run(); !done) {
+        return done;
+      }
+    }
+    Expected<CachedStatement> points = m_database.cached(k_points);
+    if (!points) {
+      return Error{points.error()};
+    }
+    points->bind_all(run, d.step);
+    if (Expected<void> done = points->run(); !done) {
+      return done;
+    }
+  }
+  return transaction->commit();
+}
+
+Expected<std::optional<CacheHit>> TrackerStore::find_cache_hit(std::string_view key, std::int64_t except_run) {
+  std::optional<CacheHit> hit;
+  Expected<void> done = m_database.each_row(
+      "SELECT run, id FROM steps WHERE cache_key = ?1 AND run <> ?2 AND status = 'succeeded' "
+      "ORDER BY run DESC LIMIT 1",
+      [&](StatementRef& row) {
+        hit = CacheHit{row.column_int64(0), row.column_text(1), {}};
+      },
+      key, except_run);
+  if (!done) {
+    return Error{done.error()};
+  }
+  if (hit) {
+    Expected<std::vector<ArtifactRecord>> artifacts = this->artifacts(hit->run, hit->step);
+    if (!artifacts) {
+      return Error{artifacts.error()};
+    }
+    for (ArtifactRecord& a : *artifacts) {
+      if (a.kind != ArtifactKind::logged) {
+        hit->outputs.push_back(std::move(a));
+      }
+    }
+  }
+  return hit;
+}
+
+Expected<std::optional<StepCache>> TrackerStore::step_cache(std::int64_t run, std::string_view step) {
+  std::optional<StepCache> cache;
+  Expected<void> done = m_database.each_row(
+      "SELECT cache_key, cache_json, cached_from FROM steps WHERE run = ?1 AND id = ?2",
+      [&](StatementRef& row) { cache = read_cache(row, 0); }, run, step);
+  if (!done) {
+    return Error{done.error()};
+  }
+  return cache;
+}
+
+Expected<std::optional<PastExecution>> TrackerStore::last_execution(std::string_view workflow, std::string_view step,
+                                                                    std::int64_t before_run) {
+  std::optional<PastExecution> past;
+  Expected<void> done = m_database.each_row(
+      "SELECT s.run, s.status, s.cache_key, s.cache_json, s.cached_from FROM steps AS s "
+      "JOIN runs AS r ON r.number = s.run "
+      "WHERE r.workflow_name = ?1 AND s.id = ?2 AND s.run < ?3 AND s.status IN ('succeeded', 'cached') "
+      "AND s.cache_key <> '' ORDER BY s.run DESC LIMIT 1",
+      [&](StatementRef& row) {
+        PastExecution p;
+        p.run = row.column_int64(0);
+        p.status = parse_step_status(row.column_text(1)).value_or(StepStatus::succeeded);
+        p.cache = read_cache(row, 2);
+        past = std::move(p);
+      },
+      workflow, step, before_run);
+  if (!done) {
+    return Error{done.error()};
+  }
+  return past;
+}
+
+Expected<void> TrackerStore::set_step_outputs(std::int64_t run, std::string_view step, const KeyValues& outputs) {
+  Expected<sqlite::Transaction> transaction = begin_step_write(run, step);
+  if (!transaction) {
+    return Error{transaction.error()};
+  }
+  {
+    Expected<CachedStatement> clear = m_database.cached("DELETE FROM step_outputs WHERE run = ?1 AND step = ?2");
+    if (!clear) {
+      return Error{clear.error()};
+    }
+    clear->bind_all(run, step);
+    if (Expected<void> done = clear->run(); !done) {
+      return done;
+    }
+    Expected<CachedStatement> insert =
+        m_database.cached("INSERT OR REPLACE INTO step_outputs (run, step, name, value) VALUES (?1, ?2, ?3, ?4)");
+    if (!insert) {
+      return Error{insert.error()};
+    }
+    for (const auto& [name, value] : outputs) {
+      insert->bind_all(run, step, name, value);
+      if (Expected<void> done = insert->run(); !done) {
+        return done;
+      }
+    }
+  }
+  return transaction->commit();
+}
+
+Expected<KeyValues> TrackerStore::step_outputs(std::int64_t run, std::string_view step) {
+  KeyValues outputs;
+  Expected<void> done = m_database.each_row(
+      "SELECT name, value FROM step_outputs WHERE run = ?1 AND step = ?2 ORDER BY name",
+      [&](StatementRef& row) { outputs.emplace_back(row.column_text(0), row.column_text(1)); }, run, step);
+  if (!done) {
+    return Error{done.error()};
+  }
+  return outputs;
+}
+
+Expected<std::optional<double>> TrackerStore::previous_metric(std::string_view workflow, std::string_view step,
+                                                              std::string_view key, std::int64_t before_run) {
+  std::optional<double> value;
+  Expected<void> done = m_database.each_row(
+      "SELECT ms.last_value FROM metric_series AS ms JOIN runs AS r ON r.number = ms.run "
+      "WHERE r.workflow_name = ?1 AND r.status = 'succeeded' AND ms.step = ?2 AND ms.key = ?3 AND ms.run < ?4 "
+      "ORDER BY ms.run DESC LIMIT 1",
+      [&](StatementRef& row) {
+        // NaN is stored as NULL.
+        value = row.is_null(0) ? std::numeric_limits<double>::quiet_NaN() : row.column_double(0);
+      },
+      workflow, step, key, before_run);
+  if (!done) {
+    return Error{done.error()};
+  }
+  return value;
+}
+
+Expected<std::unordered_map<std::string, MemoEntry>> TrackerStore::load_hash_memo() {
+  std::unordered_map<std::string, MemoEntry> memo;
+  Expected<void> done =
+      m_database.each_row("SELECT path, size, mtime_ns, ctime_ns, inode, device, sha256, hashed_at_ns FROM file_hashes",
+                          [&](StatementRef& row) {
+                            MemoEntry e;
+                            e.stamp = {row.column_int64(1), row.column_int64(2), row.column_int64(3),
+                                       row.column_int64(4), row.column_int64(5)};
+                            e.sha256 = row.column_text(6);
+                            e.hashed_at_ns = row.column_int64(7);
+                            memo.emplace(row.column_text(0), std::move(e));
+                          });
+  if (!done) {
+    return Error{done.error()};
+  }
+  return memo;
+}
+
+Expected<void> TrackerStore::save_hash_memo(const std::vector<std::pair<std::string, MemoEntry>>& entries) {
+  if (entries.empty()) {
+    return {};
+  }
+  Expected<sqlite::Transaction> transaction = m_database.begin(TransactionKind::immediate);
+  if (!transaction) {
+    return Error{transaction.error()};
+  }
+  {
+    Expected<CachedStatement> insert =
+        m_database.cached("INSERT OR REPLACE INTO file_hashes (path, size, mtime_ns, ctime_ns, inode, device, sha256, "
+                          "hashed_at_ns) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)");
+    if (!insert) {
+      return Error{insert.error()};
+    }
+    for (const auto& [path, e] : entries) {
+      insert->bind_all(path, e.stamp.size, e.stamp.mtime_ns, e.stamp.ctime_ns, e.stamp.inode, e.stamp.device, e.sha256,
+                       e.hashed_at_ns);
+      if (Expected<void> done = insert->run(); !done) {
+        return done;
+      }
+    }
+  }
+  return transaction->commit();
+}
+
+} // namespace kiln::core
