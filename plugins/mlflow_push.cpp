@@ -146,7 +146,9 @@ std::string_view mlflow_status(core::RunStatus status) {
 
 std::string_view mlflow_status(core::StepStatus status) {
   switch (status) {
-  case core::StepStatus::succeeded: return "FINISHED";
+  case core::StepStatus::succeeded:
+  // Its outputs are those of an earlier success; kiln.step.status says cached.
+  case core::StepStatus::cached: return "FINISHED";
   case core::StepStatus::failed: return "FAILED";
   case core::StepStatus::running: return "RUNNING";
   case core::StepStatus::pending:
