@@ -42,17 +42,43 @@ std::string explain(const Expression::Seen& seen) {
 
 } // namespace
 
-Expected<CacheLookup> look_up_cache(TrackerStore& store, FileHasher& hasher, const PlannedStep& step,
-                                    const std::string& key, std::int64_t except_run) {
+Expected<std::vector<ArtifactRecord>> OutputIndex::of(std::int64_t run, const std::string& step) {
+  auto [it, fresh] = m_runs.try_emplace(run);
+  if (fresh) {
+    auto artifacts = m_store.artifacts(run);
+    if (!artifacts) {
+      m_runs.erase(it);
+      return Error{artifacts.error()};
+    }
+    for (ArtifactRecord& a : *artifacts) {
+      if (a.kind != ArtifactKind::logged) {
+        it->second[a.step_id].push_back(std::move(a));
+      }
+    }
+  }
+  const auto found = it->second.find(step);
+  return found == it->second.end() ? std::vector<ArtifactRecord>{} : found->second;
+}
+
+Expected<CacheLookup> look_up_cache(TrackerStore& store, OutputIndex& outputs, FileHasher& hasher,
+                                    const PlannedStep& step, const std::string& key, std::int64_t except_run) {
   CacheLookup lookup;
   auto hit = store.find_cache_hit(key, except_run);
   if (!hit) {
     return Error{hit.error()};
   }
-  if (!*hit || (*hit)->outputs.empty()) {
+  if (!*hit) {
+    return lookup;
+  }
+  auto recorded = outputs.of((*hit)->run, (*hit)->step);
+  if (!recorded) {
+    return Error{recorded.error()};
+  }
+  if (recorded->empty()) {
     return lookup;
   }
   lookup.hit = std::move(**hit);
+  lookup.hit.outputs = std::move(*recorded);
   // The outputs must be what that execution produced: in place and
   // unchanged, or restorable from the artifact store when gone. An output
   // changed by hand is not overwritten: the step runs.
@@ -83,7 +109,8 @@ Expected<CacheLookup> look_up_cache(TrackerStore& store, FileHasher& hasher, con
 StepDecider::StepDecider(TrackerStore& store, const Plan& plan, std::string workflow_name, std::vector<char> forced,
                          InMemoryHashMemo& memo)
     : m_store(store), m_plan(plan), m_workflow(std::move(workflow_name)), m_forced(std::move(forced)), m_hasher(memo),
-      m_memo(memo), m_keys(plan.steps.size()), m_cached_from(plan.steps.size()), m_values(plan.steps.size()) {
+      m_memo(memo), m_outputs(store), m_keys(plan.steps.size()), m_cached_from(plan.steps.size()),
+      m_values(plan.steps.size()) {
   m_forced.resize(plan.steps.size(), 0);
   m_index.reserve(plan.steps.size());
   for (std::size_t i = 0; i < plan.steps.size(); ++i) {
@@ -333,6 +360,14 @@ StartDecision StepDecider::prepare(int step, bool failure_upstream, const std::f
   }
   if (planned.cache) {
     StartDecision cached = decide_cache(step, m_values[step]);
+    if (cached.action == StartDecision::Action::cached && !planned.gate.empty()) {
+      // The gate may have changed (a stricter threshold): it judges the
+      // metrics of the execution the step stands for.
+      if (std::string failed = verify(step, 0); !failed.empty()) {
+        cached.action = StartDecision::Action::fail;
+        cached.reason = failed + "; metrics of run " + std::to_string(m_cached_from[step]->run);
+      }
+    }
     if (cached.action != StartDecision::Action::run) {
       return cached;
     }
@@ -356,7 +391,7 @@ StartDecision StepDecider::decide_cache(int step, const std::vector<std::pair<st
     keep_record();
     return decision;
   }
-  auto lookup = look_up_cache(m_store, m_hasher, planned, key.key, m_plan.run_number);
+  auto lookup = look_up_cache(m_store, m_outputs, m_hasher, planned, key.key, m_plan.run_number);
   if (!lookup) {
     m_errors.push_back(lookup.error());
     keep_record();
@@ -401,9 +436,10 @@ std::string StepDecider::verify(int step, int /*attempt*/) {
       return "gate: " + e->message;
     }
     std::vector<MetricSummary> own;
-    if (auto summaries = m_store.metric_summaries(m_plan.run_number)) {
+    const Source source = source_of(step);
+    if (auto summaries = m_store.metric_summaries(source.run)) {
       for (MetricSummary& s : *summaries) {
-        if (s.step_id == planned.id) {
+        if (s.step_id == source.step) {
           own.push_back(std::move(s));
         }
       }

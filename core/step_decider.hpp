@@ -47,8 +47,21 @@ struct CacheLookup {
   /// stale: which output, and why.
   std::string problem;
 };
-Expected<CacheLookup> look_up_cache(TrackerStore& store, FileHasher& hasher, const PlannedStep& step,
-                                    const std::string& key, std::int64_t except_run);
+/// Declared outputs of earlier executions, read a whole run at a time: a
+/// query per cached step would cost more than everything else a no-op
+/// rerun does.
+class OutputIndex {
+public:
+  explicit OutputIndex(TrackerStore& store) : m_store(store) {}
+  Expected<std::vector<ArtifactRecord>> of(std::int64_t run, const std::string& step);
+
+private:
+  TrackerStore& m_store;
+  std::unordered_map<std::int64_t, std::unordered_map<std::string, std::vector<ArtifactRecord>>> m_runs;
+};
+
+Expected<CacheLookup> look_up_cache(TrackerStore& store, OutputIndex& outputs, FileHasher& hasher,
+                                    const PlannedStep& step, const std::string& key, std::int64_t except_run);
 
 class StepDecider final : public StepHooks, public RunObserver {
 public:
@@ -91,6 +104,7 @@ private:
   std::vector<char> m_forced;
   FileHasher m_hasher;
   InMemoryHashMemo& m_memo;
+  OutputIndex m_outputs;
   std::unordered_map<std::string_view, int> m_index;
   /// Per step: its key ("" none), and for a cached step where it came from.
   std::vector<std::string> m_keys;

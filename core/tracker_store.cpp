@@ -275,7 +275,9 @@ CREATE INDEX push_records_by_state ON push_records (state, run);
 ALTER TABLE steps ADD COLUMN cache_key TEXT NOT NULL DEFAULT '';
 ALTER TABLE steps ADD COLUMN cache_json TEXT NOT NULL DEFAULT '';
 ALTER TABLE steps ADD COLUMN cached_from INTEGER;
-CREATE INDEX steps_by_cache_key ON steps (cache_key, run) WHERE cache_key <> '';
+-- Only successes: cached steps share their source's key, and a lookup
+-- must not walk every no-op rerun that reused it.
+CREATE INDEX steps_by_cache_key ON steps (cache_key, run) WHERE cache_key <> '' AND status = 'succeeded';
 
 -- What a step wrote to KILN_OUTPUTS.
 CREATE TABLE step_outputs (
@@ -1727,16 +1729,19 @@ TrackerStore::metric_history(std::int64_t run, const HistoryQuery& query,
 
 Expected<std::vector<ArtifactRecord>> TrackerStore::artifacts(std::int64_t run, std::string_view step) {
   std::vector<ArtifactRecord> artifacts;
-  std::optional<std::string_view> step_filter;
-  if (!step.empty()) {
-    step_filter = step;
-  }
-  if (Expected<void> done = m_database.each_row(
-          "SELECT " + std::string(k_artifact_columns) +
-              " FROM artifacts a LEFT JOIN steps s ON s.run = a.run AND s.id = a.step "
-              "WHERE a.run = ?1 AND (?2 IS NULL OR a.step = ?2) ORDER BY coalesce(s.position, -1), a.step, a.path",
-          [&](StatementRef& row) { artifacts.push_back(read_artifact(row, 0)); }, run, step_filter);
-      !done) {
+  auto read = [&](StatementRef& row) { artifacts.push_back(read_artifact(row, 0)); };
+  // Two statements rather than "?2 IS NULL OR a.step = ?2", which keeps
+  // SQLite from using the key on step: one step's artifacts would scan the
+  // whole run's (quadratic for a cache check per step of a large run).
+  Expected<void> done =
+      step.empty() ? m_database.each_row("SELECT " + std::string(k_artifact_columns) +
+                                             " FROM artifacts a LEFT JOIN steps s ON s.run = a.run AND s.id = a.step "
+                                             "WHERE a.run = ?1 ORDER BY coalesce(s.position, -1), a.step, a.path",
+                                         read, run)
+                   : m_database.each_row("SELECT " + std::string(k_artifact_columns) +
+                                             " FROM artifacts a WHERE a.run = ?1 AND a.step = ?2 ORDER BY a.path",
+                                         read, run, step);
+  if (!done) {
     return Error{done.error()};
   }
   if (artifacts.empty()) {

@@ -92,7 +92,8 @@ Expected<void> TrackerStore::record_cache_decisions(std::int64_t run, const std:
 Expected<std::optional<CacheHit>> TrackerStore::find_cache_hit(std::string_view key, std::int64_t except_run) {
   std::optional<CacheHit> hit;
   Expected<void> done = m_database.each_row(
-      "SELECT run, id FROM steps WHERE cache_key = ?1 AND run <> ?2 AND status = 'succeeded' "
+      "SELECT run, id FROM steps WHERE cache_key = ?1 AND cache_key <> '' AND run <> ?2 "
+      "AND status = 'succeeded' "
       "ORDER BY run DESC LIMIT 1",
       [&](StatementRef& row) {
         hit = CacheHit{row.column_int64(0), row.column_text(1), {}};
@@ -100,17 +101,6 @@ Expected<std::optional<CacheHit>> TrackerStore::find_cache_hit(std::string_view 
       key, except_run);
   if (!done) {
     return Error{done.error()};
-  }
-  if (hit) {
-    Expected<std::vector<ArtifactRecord>> artifacts = this->artifacts(hit->run, hit->step);
-    if (!artifacts) {
-      return Error{artifacts.error()};
-    }
-    for (ArtifactRecord& a : *artifacts) {
-      if (a.kind != ArtifactKind::logged) {
-        hit->outputs.push_back(std::move(a));
-      }
-    }
   }
   return hit;
 }

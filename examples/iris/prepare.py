@@ -1,23 +1,26 @@
-"""Split scikit-learn's bundled iris data set into train and test CSVs."""
+"""Split the iris data set (raw/iris.csv, as scikit-learn bundles it) into train and test CSVs."""
 import argparse
 import csv
 import os
 
-from sklearn.datasets import load_iris
 from sklearn.model_selection import train_test_split
 
 parser = argparse.ArgumentParser()
+parser.add_argument("--source", default="raw/iris.csv")
 parser.add_argument("--out", required=True)
 parser.add_argument("--test-size", type=float, default=0.3)
 parser.add_argument("--seed", type=int, default=42)
 args = parser.parse_args()
 
-iris = load_iris()
+with open(args.source, newline="") as f:
+    rows = list(csv.reader(f))
+header = rows[0]
+data = [[float(v) for v in row[:-1]] for row in rows[1:]]
+target = [int(row[-1]) for row in rows[1:]]
 x_train, x_test, y_train, y_test = train_test_split(
-    iris.data, iris.target, test_size=args.test_size, random_state=args.seed, stratify=iris.target)
+    data, target, test_size=args.test_size, random_state=args.seed, stratify=target)
 
 os.makedirs(args.out, exist_ok=True)
-header = list(iris.feature_names) + ["label"]
 for name, xs, ys in (("train", x_train, y_train), ("test", x_test, y_test)):
     path = os.path.join(args.out, f"{name}.csv")
     with open(path + ".tmp", "w", newline="") as f:
