@@ -160,7 +160,17 @@ std::vector<std::string> attempt_environment(const Plan& plan, const PlannedStep
   // `kiln log artifact` keeps artifacts inside it.
   set("KILN_WORKDIR=" + step.workdir);
   set("KILN_ATTEMPT=" + std::to_string(attempt));
+  if (std::string needs = needs_json_path(plan, step); !needs.empty()) {
+    set("KILN_NEEDS_JSON=" + needs);
+  }
   return env;
+}
+
+std::string needs_json_path(const Plan& plan, const PlannedStep& step) {
+  if (plan.needs_dir.empty() || step.needs.empty()) {
+    return "";
+  }
+  return plan.needs_dir + "/" + step.id + ".needs.json";
 }
 
 std::string outputs_path(std::string_view stdout_path) {
@@ -175,6 +185,10 @@ Expected<Plan> make_plan(const Workflow& workflow, const PlanContext& context) {
   Plan plan;
   plan.run_id = context.run_id;
   plan.run_number = context.run_number;
+  if (!context.store_dir.empty()) {
+    // Beside the run's logs (TrackerStore::log_path's directory).
+    plan.needs_dir = context.store_dir + "/logs/" + context.run_id;
+  }
   {
     auto scope = std::make_shared<Workflow>();
     scope->name = workflow.name;
@@ -229,6 +243,7 @@ Expected<Plan> make_plan(const Workflow& workflow, const PlanContext& context) {
   Dependencies needs(workflow.steps.size());
   plan.steps.reserve(workflow.steps.size());
   std::unordered_map<std::string, std::string> absolute_dirs;
+  std::unordered_map<std::string, int> group_of;
   for (std::size_t i = 0; i < workflow.steps.size(); ++i) {
     const Step& step = workflow.steps[i];
     PlannedStep ps;
@@ -315,6 +330,13 @@ Expected<Plan> make_plan(const Workflow& workflow, const PlanContext& context) {
     ps.trigger = step.trigger;
     ps.gate = step.gate;
     ps.matrix = step.matrix;
+    if (step.max_parallel > 0) {
+      auto [it, fresh] = group_of.try_emplace(step.matrix_of, static_cast<int>(plan.groups.size()));
+      if (fresh) {
+        plan.groups.push_back(step.max_parallel);
+      }
+      ps.group = it->second;
+    }
     plan.steps.push_back(std::move(ps));
   }
   tc.keep_steps = false;

@@ -45,6 +45,8 @@ struct PlannedStep {
   std::vector<Condition> gate;
   /// A matrix variant's values.
   std::vector<std::pair<std::string, std::string>> matrix;
+  /// Index into Plan::groups for a variant of a bounded matrix; -1 otherwise.
+  int group = -1;
   /// argv, display_command and env still hold steps.* templates, rendered
   /// when the step starts.
   bool deferred = false;
@@ -69,6 +71,11 @@ struct Plan {
   std::shared_ptr<const Workflow> scope;
   /// The workflow's own env, rendered, as KEY=VALUE (part of every key).
   std::vector<std::string> workflow_env;
+  /// max_parallel of each bounded matrix (PlannedStep::group indexes it).
+  std::vector<int> groups;
+  /// Where a step that needs others finds their results (KILN_NEEDS_JSON:
+  /// <needs_dir>/<step>.needs.json); "" = not provided.
+  std::string needs_dir;
 };
 
 struct PlanContext {
@@ -96,6 +103,10 @@ std::string shell_quote(std::string_view value);
 std::vector<char> select_steps(const Plan& plan, const std::vector<int>& only, const std::vector<int>& from);
 
 std::vector<std::string> attempt_environment(const Plan& plan, const PlannedStep& step, int attempt);
+
+/// The JSON file describing a step's needs (status, matrix values, outputs,
+/// metrics of each), or "" when the plan has no needs_dir or the step no needs.
+std::string needs_json_path(const Plan& plan, const PlannedStep& step);
 
 /// The file an attempt writes `name=value` lines to (KILN_OUTPUTS), beside
 /// its stdout log: "<x>.out" gives "<x>.outputs".

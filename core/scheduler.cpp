@@ -11,6 +11,7 @@ Scheduler::Scheduler(const Plan& plan, Executor& executor, const Clock& clock, R
       m_options(options), m_random(options.seed), m_steps(plan.steps.size()), m_dependents(plan.steps.size()) {
   m_options.jobs = std::max(1, m_options.jobs);
   m_options.cpus = std::max(1, m_options.cpus);
+  m_group_running.assign(plan.groups.size(), 0);
   for (std::size_t i = 0; i < plan.steps.size(); ++i) {
     m_steps[i].unfinished_needs = static_cast<int>(plan.steps[i].needs.size());
     for (int dep : plan.steps[i].needs) {
@@ -160,9 +161,19 @@ void Scheduler::start_ready() {
     const auto pb = m_plan.steps[b].priority;
     return pa != pb ? pa < pb : a > b;
   };
+  // Variants of a matrix at its max_parallel wait without holding up the
+  // steps behind them in the queue.
+  std::vector<int> bounded;
   while (m_interrupt_signal == 0 && !m_ready.empty() && static_cast<int>(m_running.size()) < m_options.jobs) {
     const int step = m_ready.front();
-    const int cpus = m_plan.steps[step].cpus;
+    const PlannedStep& planned = m_plan.steps[step];
+    if (planned.group >= 0 && m_group_running[planned.group] >= m_plan.groups[planned.group]) {
+      std::pop_heap(m_ready.begin(), m_ready.end(), lower);
+      m_ready.pop_back();
+      bounded.push_back(step);
+      continue;
+    }
+    const int cpus = planned.cpus;
     // Strict priority: when the best step does not fit, wait for room rather
     // than letting smaller ones overtake it for ever.
     if (!m_running.empty() && m_cpus_in_use + cpus > m_options.cpus) {
@@ -171,6 +182,9 @@ void Scheduler::start_ready() {
     std::pop_heap(m_ready.begin(), m_ready.end(), lower);
     m_ready.pop_back();
     start_attempt(step);
+  }
+  for (int step : bounded) {
+    push_ready(step);
   }
 }
 
@@ -221,6 +235,9 @@ void Scheduler::start_attempt(int step) {
   }
   m_running.emplace_back(state.job, step);
   m_cpus_in_use += planned.cpus;
+  if (planned.group >= 0) {
+    ++m_group_running[planned.group];
+  }
   m_observer.attempt_started(step, attempt, spec, *started, wall());
 }
 
@@ -232,6 +249,9 @@ void Scheduler::handle_exit(const JobExit& exit) {
   const int step = it->second;
   m_running.erase(it);
   m_cpus_in_use -= m_plan.steps[step].cpus;
+  if (m_plan.steps[step].group >= 0) {
+    --m_group_running[m_plan.steps[step].group];
+  }
   StepState& state = m_steps[step];
   state.timeout_at.reset();
   state.kill_at.reset();

@@ -213,6 +213,8 @@ private:
   /// Running steps by job id (few: at most `jobs`).
   std::vector<std::pair<JobId, int>> m_running;
   int m_cpus_in_use = 0;
+  /// Running variants per bounded matrix (Plan::groups).
+  std::vector<int> m_group_running;
   bool m_failed = false;
   /// No new step starts: after a failure without --keep-going, or a signal.
   bool m_stopping = false;

@@ -5,6 +5,7 @@
 #include <charconv>
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 
 namespace kiln::core {
 
@@ -360,6 +361,9 @@ StartDecision StepDecider::prepare(int step, bool failure_upstream, const std::f
   }
   if (planned.cache) {
     StartDecision cached = decide_cache(step, m_values[step]);
+    if (cached.action == StartDecision::Action::run) {
+      write_needs(step, status);
+    }
     if (cached.action == StartDecision::Action::cached && !planned.gate.empty()) {
       // The gate may have changed (a stricter threshold): it judges the
       // metrics of the execution the step stands for.
@@ -371,8 +375,75 @@ StartDecision StepDecider::prepare(int step, bool failure_upstream, const std::f
     if (cached.action != StartDecision::Action::run) {
       return cached;
     }
+    return decision;
   }
+  write_needs(step, status);
   return decision;
+}
+
+void StepDecider::write_needs(int step, const std::function<StepStatus(int)>& status) {
+  const PlannedStep& planned = m_plan.steps[step];
+  const std::string path = needs_json_path(m_plan, planned);
+  if (path.empty()) {
+    return;
+  }
+  auto typed_json = [](const std::string& text) {
+    const ExprValue v = typed(text);
+    return v.is_number() ? nlohmann::json(v.as_number())
+           : v.is_bool() ? nlohmann::json(v.as_bool())
+                         : nlohmann::json(text);
+  };
+  std::unordered_map<std::int64_t, std::vector<MetricSummary>> summaries;
+  nlohmann::json needs = nlohmann::json::array();
+  for (int need : planned.needs) {
+    const PlannedStep& other = m_plan.steps[need];
+    const Source source = source_of(need);
+    nlohmann::json entry = {{"id", other.id}, {"status", to_string(status(need))}};
+    const auto bracket = other.id.find('[');
+    entry["step"] = other.matrix.empty() || bracket == std::string::npos ? other.id : other.id.substr(0, bracket);
+    nlohmann::json matrix = nlohmann::json::object();
+    for (const auto& [name, value] : other.matrix) {
+      matrix[name] = typed_json(value);
+    }
+    entry["matrix"] = std::move(matrix);
+    nlohmann::json outputs = nlohmann::json::object();
+    if (auto recorded = m_store.step_outputs(source.run, source.step)) {
+      for (const auto& [name, value] : *recorded) {
+        outputs[name] = value;
+      }
+    }
+    entry["outputs"] = std::move(outputs);
+    auto [it, fresh] = summaries.try_emplace(source.run);
+    if (fresh) {
+      if (auto all = m_store.metric_summaries(source.run)) {
+        it->second = std::move(*all);
+      }
+    }
+    nlohmann::json metrics = nlohmann::json::object();
+    for (const MetricSummary& s : it->second) {
+      if (s.step_id == source.step) {
+        metrics[s.key] = metric_value_json(s.last);
+      }
+    }
+    entry["metrics"] = std::move(metrics);
+    needs.push_back(std::move(entry));
+  }
+  const std::string temp = path + ".tmp";
+  {
+    std::ofstream out(temp, std::ios::binary | std::ios::trunc);
+    out << nlohmann::json{{"step", planned.id}, {"needs", std::move(needs)}}.dump(
+               2, ' ', false, nlohmann::json::error_handler_t::replace)
+        << '\n';
+    if (!out) {
+      m_errors.push_back("cannot write " + temp);
+      return;
+    }
+  }
+  std::error_code ec;
+  std::filesystem::rename(temp, path, ec);
+  if (ec) {
+    m_errors.push_back("cannot write " + path + ": " + ec.message());
+  }
 }
 
 StartDecision StepDecider::decide_cache(int step, const std::vector<std::pair<std::string, std::string>>& values) {

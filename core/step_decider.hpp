@@ -97,6 +97,10 @@ private:
   ExprValue param_value(const std::string& name) const;
   std::string where(const Condition& condition) const;
   StartDecision decide_cache(int step, const std::vector<std::pair<std::string, std::string>>& values);
+  /// KILN_NEEDS_JSON for a step about to run: each need's status, matrix
+  /// values, outputs and last metric values (how a step after a matrix picks
+  /// the best variant).
+  void write_needs(int step, const std::function<StepStatus(int)>& status);
 
   TrackerStore& m_store;
   const Plan& m_plan;

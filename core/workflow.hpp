@@ -121,6 +121,10 @@ struct Step {
   /// A matrix variant's values (matrix.NAME), in the matrix's order; empty
   /// for a step without a matrix.
   std::vector<std::pair<std::string, std::string>> matrix;
+  /// A matrix variant: the id of the step it expands ("train"); "" otherwise.
+  std::string matrix_of;
+  /// For a matrix: at most this many of its variants at once; 0 = no bound.
+  int max_parallel = 0;
   SourceLocation location;
 
   /// The path of the output named `name`, or nullptr.

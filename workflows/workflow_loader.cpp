@@ -48,7 +48,7 @@ const Names k_top_keys{"name", "description", "params", "env", "tags", "tracking
 const Names k_tracking_keys{"uri", "experiment"};
 const Names k_step_keys{"kind",    "description", "needs",   "run",     "workdir",    "env",     "outputs",
                         "inputs",  "cache",       "when",    "gate",    "metrics",    "model",   "timeout",
-                        "kill_after", "retries",  "resources", "tags"};
+                        "kill_after", "retries",  "resources", "tags",  "matrix",  "max_parallel"};
 const Names k_default_keys{"timeout", "kill_after", "retries", "resources", "workdir", "env"};
 const Names k_param_keys{"type", "default", "description"};
 const Names k_retry_keys{"limit", "backoff", "delay", "max_delay", "jitter", "on"};
@@ -380,6 +380,18 @@ struct StepInfo {
     std::string step;
   };
   std::vector<StepMention> mentions;
+  /// matrix.NAME references (offset, length, NAME), checked against the matrix.
+  std::vector<StepMention> matrix_refs;
+  struct Matrix {
+    /// Axes in file order, each value as written.
+    std::vector<std::pair<std::string, std::vector<std::string>>> axes;
+    std::vector<std::vector<std::pair<std::string, std::string>>> include;
+    std::vector<std::vector<std::pair<std::string, std::string>>> exclude;
+    /// `from: STEP`: one variant per variant of STEP, needing only it.
+    const Node* from = nullptr;
+  };
+  std::optional<Matrix> matrix;
+  const Node* matrix_key = nullptr;
 };
 
 enum class ConditionKind { when, gate };
@@ -440,6 +452,13 @@ private:
   void load_run(const Node& key, const Node& value, Step& step);
   void load_outputs(const Node& key, const Node& value, Step& step);
   void load_inputs(const Node& key, const Node& value, Step& step);
+  void load_matrix(const Node& key, const Node& value, StepInfo& info);
+  /// For outputs, inputs and metrics: only ${{ matrix.NAME }} is expanded there.
+  void matrix_templates_only(const Node& scalar, std::string_view where);
+  /// Replaces each matrix step by its variants (ids "train[C=0.1,penalty=l1]")
+  /// and each need of one by needs of all its variants (or, with
+  /// `matrix: {from: X}`, of the matching one).
+  void expand_matrices(Workflow& workflow);
   /// A `when:` (which also sets `trigger`) or one `gate:` condition.
   void load_condition(const Node& key, const Node& value, core::Condition& condition, ConditionKind kind,
                       core::Trigger* trigger = nullptr);
@@ -699,6 +718,8 @@ void Loader::check_templates(const Node& scalar) {
     } else if (ref.ns == "steps" || ref.ns == "matrix") {
       if (m_current_step < 0) {
         error(offset, length, "'" + full + "' can be used only in a step's run, env and workdir");
+      } else if (ref.ns == "matrix") {
+        m_infos[m_current_step].matrix_refs.push_back({offset, length, ref.name});
       } else if (ref.ns == "steps") {
         if (auto parsed = core::parse_step_ref(ref.name)) {
           m_infos[m_current_step].mentions.push_back({offset, length, parsed->step});
@@ -1134,6 +1155,9 @@ void Loader::load_steps(const Node& key, const Node& value, const Defaults& defa
     load_step(value.map_key(i), value.map_value(i), step, m_infos[i]);
   }
   check_graph(workflow);
+  if (m_errors.empty()) {
+    expand_matrices(workflow);
+  }
 }
 
 void Loader::load_step(const Node& key, const Node& value, Step& step, StepInfo& info) {
@@ -1211,6 +1235,13 @@ void Loader::load_step(const Node& key, const Node& value, Step& step, StepInfo&
     } else if (name == "gate") {
       info.gate_key = &k;
       load_gate(k, v, step);
+    } else if (name == "matrix") {
+      info.matrix_key = &k;
+      load_matrix(k, v, info);
+    } else if (name == "max_parallel") {
+      if (auto n = read_int(v, k, 1, 100000, "max_parallel")) {
+        step.max_parallel = *n;
+      }
     } else if (name == "tags") {
       load_tags(k, v, step.tags);
     } else if (name == "metrics") {
@@ -1218,7 +1249,7 @@ void Loader::load_step(const Node& key, const Node& value, Step& step, StepInfo&
         if (path->empty()) {
           error_at(v, "'metrics' is empty; give the path of the metrics file");
         }
-        forbid_templates(v, "metrics");
+        matrix_templates_only(v, "metrics");
         if (escapes_workdir(*path)) {
           error_at(v, "metrics file " + quote(*path) +
                           " is outside the step's workdir; the step's results are read from inside it");
@@ -1246,6 +1277,26 @@ void Loader::load_step(const Node& key, const Node& value, Step& step, StepInfo&
   if (!has_run) {
     error_at(key, "step '" + step.id + "' has no 'run' command");
   }
+  for (const StepInfo::StepMention& ref : info.matrix_refs) {
+    if (!info.matrix) {
+      error(ref.offset, ref.length, "matrix." + ref.step + " is used, but step '" + step.id + "' has no 'matrix'");
+    } else if (!info.matrix->from) {
+      const auto& axes = info.matrix->axes;
+      const bool known = std::any_of(axes.begin(), axes.end(), [&](const auto& a) { return a.first == ref.step; });
+      if (!known) {
+        Names names;
+        for (const auto& a : axes) {
+          names.push_back(a.first);
+        }
+        const std::string hint = did_you_mean(ref.step, names);
+        error(ref.offset, ref.length,
+              "matrix." + ref.step + " is not in the step's matrix" + (hint.empty() ? "; it has " + join(names, ", ") : hint));
+      }
+    }
+  }
+  if (step.max_parallel > 0 && !info.matrix) {
+    error_at(*info.key, "'max_parallel' bounds a matrix; step '" + step.id + "' has no 'matrix'");
+  }
   if (info.cache_value == nullptr) {
     step.cache = !step.inputs.empty() && !step.outputs.empty();
   } else if (step.cache && step.outputs.empty()) {
@@ -1270,7 +1321,7 @@ void Loader::load_inputs(const Node& key, const Node& value, Step& step) {
       error_at(*item, "an input path is empty");
       continue;
     }
-    forbid_templates(*item, "inputs");
+    matrix_templates_only(*item, "inputs");
     step.inputs.push_back(item->value);
   }
 }
@@ -1386,6 +1437,237 @@ void Loader::load_condition(const Node& key, const Node& value, core::Condition&
   }
 }
 
+void Loader::matrix_templates_only(const Node& scalar, std::string_view where) {
+  if (scalar.value.find("${{") == std::string::npos) {
+    return;
+  }
+  const core::TemplateScan scan = core::scan_template(scalar.value);
+  for (const auto& e : scan.errors) {
+    error(template_offset(scalar, e.offset), static_cast<std::uint32_t>(e.length), e.message);
+  }
+  for (const auto& ref : scan.refs) {
+    const std::uint32_t offset = template_offset(scalar, ref.offset);
+    const auto length = static_cast<std::uint32_t>(ref.length);
+    if (ref.ns != "matrix") {
+      error(offset, length,
+            "only ${{ matrix.NAME }} is expanded in '" + std::string(where) + "'; write the rest literally");
+    } else if (m_current_step >= 0) {
+      m_infos[m_current_step].matrix_refs.push_back({offset, length, ref.name});
+    }
+  }
+}
+
+void Loader::load_matrix(const Node& key, const Node& value, StepInfo& info) {
+  if (!expect(value, key, NodeKind::map, "a map of NAME: [values], with optional include, exclude or from")) {
+    return;
+  }
+  StepInfo::Matrix matrix;
+  auto read_combinations = [&](const Node& k, const Node& v,
+                               std::vector<std::vector<std::pair<std::string, std::string>>>& out) {
+    if (!expect(v, k, NodeKind::sequence, "a list of maps of NAME: value")) {
+      return;
+    }
+    for (const Node& item : v.children) {
+      if (!expect(item, k, NodeKind::map, "a map of NAME: value")) {
+        continue;
+      }
+      std::vector<std::pair<std::string, std::string>> combination;
+      for (std::size_t i = 0; i < item.map_size(); ++i) {
+        if (expect(item.map_value(i), item.map_key(i), NodeKind::scalar, "a value")) {
+          combination.emplace_back(item.map_key(i).value, item.map_value(i).value);
+        }
+      }
+      out.push_back(std::move(combination));
+    }
+  };
+  for (std::size_t i = 0; i < value.map_size(); ++i) {
+    const Node& k = value.map_key(i);
+    const Node& v = value.map_value(i);
+    if (k.value == "include") {
+      read_combinations(k, v, matrix.include);
+    } else if (k.value == "exclude") {
+      read_combinations(k, v, matrix.exclude);
+    } else if (k.value == "from") {
+      if (read_string(v, k)) {
+        matrix.from = &v;
+      }
+    } else if (!is_param_name(k.value) || k.value.find('-') != std::string::npos) {
+      error_at(k, "invalid matrix name " + quote(k.value) + ": use letters, digits and '_', starting with a letter");
+    } else {
+      std::vector<const Node*> items;
+      if (v.is_sequence()) {
+        for (const Node& item : v.children) {
+          items.push_back(&item);
+        }
+      } else if (!v.is_null() && v.is_scalar()) {
+        items.push_back(&v);
+      }
+      if (items.empty()) {
+        error_value(v, k, "matrix '" + k.value + "' needs a list of values, e.g. [0.1, 1, 10]");
+        continue;
+      }
+      std::vector<std::string> values;
+      for (const Node* item : items) {
+        if (!expect(*item, k, NodeKind::scalar, "a value (a number or a string)")) {
+          continue;
+        }
+        if (std::find(values.begin(), values.end(), item->value) != values.end()) {
+          error_at(*item, "value " + quote(item->value) + " is listed twice in matrix '" + k.value + "'");
+          continue;
+        }
+        if (item->value.find_first_of("[],=") != std::string::npos) {
+          error_at(*item, "a matrix value cannot hold '[', ']', ',' or '=': they delimit variant ids");
+          continue;
+        }
+        values.push_back(item->value);
+      }
+      matrix.axes.emplace_back(k.value, std::move(values));
+    }
+  }
+  if (matrix.from != nullptr && (!matrix.axes.empty() || !matrix.include.empty() || !matrix.exclude.empty())) {
+    error_at(key, "a matrix with 'from' takes its variants from that step; give no names, include or exclude");
+  } else if (matrix.from == nullptr && matrix.axes.empty() && matrix.include.empty()) {
+    error_at(key, "the matrix is empty; give at least one NAME: [values]");
+  }
+  info.matrix = std::move(matrix);
+}
+
+void Loader::expand_matrices(Workflow& workflow) {
+  using Combination = std::vector<std::pair<std::string, std::string>>;
+  const std::size_t n = workflow.steps.size();
+  std::vector<std::vector<Combination>> variants(n);
+  bool any = false;
+  for (std::size_t i = 0; i < n; ++i) {
+    const StepInfo& info = m_infos[i];
+    if (!info.matrix) {
+      continue;
+    }
+    any = true;
+    const StepInfo::Matrix& m = *info.matrix;
+    if (m.from != nullptr) {
+      const auto it = m_step_index.find(m.from->value);
+      const Step& step = workflow.steps[i];
+      if (it == m_step_index.end()) {
+        error_at(*m.from, "unknown step " + quote(m.from->value) + " in matrix from" + suggest_step(m.from->value));
+      } else if (!m_infos[it->second].matrix || m_infos[it->second].matrix->from != nullptr) {
+        error_at(*m.from, "step '" + m.from->value + "' has no matrix of its own to take variants from");
+      } else if (std::find(step.needs.begin(), step.needs.end(), m.from->value) == step.needs.end()) {
+        error_at(*m.from, "step '" + m.from->value + "' must be in needs to feed '" + step.id + "' variant by variant");
+      } else if (static_cast<std::size_t>(it->second) > i) {
+        error_at(*m.from, "step '" + m.from->value + "' must come before '" + step.id + "' in the file");
+      } else {
+        variants[i] = variants[it->second];
+      }
+      continue;
+    }
+    std::vector<Combination> product{{}};
+    for (const auto& [name, values] : m.axes) {
+      std::vector<Combination> next;
+      for (const Combination& c : product) {
+        for (const std::string& v : values) {
+          Combination longer = c;
+          longer.emplace_back(name, v);
+          next.push_back(std::move(longer));
+        }
+      }
+      product = std::move(next);
+    }
+    if (m.axes.empty()) {
+      product.clear();
+    }
+    auto matches = [](const Combination& c, const Combination& pattern) {
+      return std::all_of(pattern.begin(), pattern.end(), [&](const auto& p) {
+        return std::find(c.begin(), c.end(), p) != c.end();
+      });
+    };
+    for (const Combination& pattern : m.exclude) {
+      product.erase(std::remove_if(product.begin(), product.end(), [&](const Combination& c) { return matches(c, pattern); }),
+                    product.end());
+    }
+    for (const Combination& extra : m.include) {
+      if (std::none_of(product.begin(), product.end(), [&](const Combination& c) { return c == extra; })) {
+        product.push_back(extra);
+      }
+    }
+    if (product.empty()) {
+      error_at(*info.matrix_key, "the matrix of step '" + workflow.steps[i].id + "' has no variants left after exclude");
+    }
+    variants[i] = std::move(product);
+  }
+  if (!any || !m_errors.empty()) {
+    return;
+  }
+  auto variant_id = [](const std::string& base, const Combination& c) {
+    std::string id = base + "[";
+    for (std::size_t k = 0; k < c.size(); ++k) {
+      id += (k ? "," : "") + c[k].first + "=" + c[k].second;
+    }
+    return id + "]";
+  };
+  auto render = [this](const std::string& text, const Combination& c) {
+    if (text.find("${{") == std::string::npos) {
+      return text;
+    }
+    core::TemplateContext tc;
+    tc.matrix = c;
+    auto rendered = core::render_template(text, tc);
+    return rendered ? *rendered : text;
+  };
+  std::vector<Step> expanded;
+  std::vector<std::vector<std::string>> ids(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    Step& step = workflow.steps[i];
+    if (!m_infos[i].matrix) {
+      ids[i] = {step.id};
+      continue;
+    }
+    for (const Combination& c : variants[i]) {
+      ids[i].push_back(variant_id(step.id, c));
+    }
+  }
+  for (std::size_t i = 0; i < n; ++i) {
+    Step& step = workflow.steps[i];
+    const StepInfo& info = m_infos[i];
+    auto needs_for = [&](std::size_t variant) {
+      std::vector<std::string> needs;
+      for (const auto& [dep, item] : info.needs) {
+        const bool paired = info.matrix && info.matrix->from != nullptr && info.matrix->from->value == workflow.steps[dep].id;
+        if (paired) {
+          needs.push_back(ids[dep][variant]);
+        } else {
+          needs.insert(needs.end(), ids[dep].begin(), ids[dep].end());
+        }
+      }
+      return needs;
+    };
+    if (!info.matrix) {
+      step.needs = needs_for(0);
+      expanded.push_back(std::move(step));
+      continue;
+    }
+    for (std::size_t v = 0; v < variants[i].size(); ++v) {
+      Step copy = step;
+      const Combination& c = variants[i][v];
+      copy.id = ids[i][v];
+      copy.matrix_of = step.id;
+      copy.matrix = c;
+      copy.needs = needs_for(v);
+      for (core::StepOutput& output : copy.outputs) {
+        output.path = render(output.path, c);
+      }
+      for (std::string& input : copy.inputs) {
+        input = render(input, c);
+      }
+      copy.metrics = render(copy.metrics, c);
+      if (!copy.model.empty() && info.matrix->from != nullptr && copy.model == info.matrix->from->value) {
+        copy.model = ids[m_step_index.at(copy.model)][v];
+      }
+      expanded.push_back(std::move(copy));
+    }
+  }
+  workflow.steps = std::move(expanded);
+}
+
 void Loader::load_gate(const Node& key, const Node& value, Step& step) {
   if (value.is_scalar() && !value.is_null()) {
     step.gate.emplace_back();
@@ -1484,7 +1766,7 @@ void Loader::load_outputs(const Node& key, const Node& value, Step& step) {
       error_at(path, "an output path is empty");
       return;
     }
-    forbid_templates(path, "outputs");
+    matrix_templates_only(path, "outputs");
     if (escapes_workdir(path.value)) {
       error_at(path, "output " + quote(path.value) +
                          " is outside the step's workdir; artifacts are recorded from inside it (set 'workdir' to a "
