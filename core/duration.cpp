@@ -1,5 +1,8 @@
 #include "core/duration.hpp"
 
+#include <cctype>
+#include <charconv>
+
 #include <array>
 #include <cstdint>
 
@@ -121,6 +124,50 @@ std::string format_duration(Millis duration) {
     }
   }
   return out;
+}
+
+Expected<std::int64_t> parse_size(std::string_view text) {
+  const std::string bad = "bad size '" + std::string(text) + "': use a number with K, M, G or T, e.g. 4G or 512M";
+  std::size_t end = 0;
+  while (end < text.size() && ((text[end] >= '0' && text[end] <= '9') || text[end] == '.')) {
+    ++end;
+  }
+  if (end == 0) {
+    return Error{bad};
+  }
+  double number = 0;
+  const auto [ptr, ec] = std::from_chars(text.data(), text.data() + end, number);
+  if (ec != std::errc{} || ptr != text.data() + end) {
+    return Error{bad};
+  }
+  std::string unit(text.substr(end));
+  for (char& c : unit) {
+    c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  }
+  if (unit.ends_with("IB")) {
+    unit.resize(unit.size() - 2);
+  } else if (unit.ends_with("I") || (unit.size() > 1 && unit.ends_with("B"))) {
+    unit.resize(unit.size() - 1);
+  } else if (unit == "B") {
+    unit.clear();
+  }
+  double scale = 1;
+  if (unit == "K") {
+    scale = 1024.0;
+  } else if (unit == "M") {
+    scale = 1024.0 * 1024;
+  } else if (unit == "G") {
+    scale = 1024.0 * 1024 * 1024;
+  } else if (unit == "T") {
+    scale = 1024.0 * 1024 * 1024 * 1024;
+  } else if (!unit.empty()) {
+    return Error{bad};
+  }
+  const double bytes = number * scale;
+  if (!(bytes >= 1) || bytes > 9.0e18) {
+    return Error{"bad size '" + std::string(text) + "': must be above zero"};
+  }
+  return static_cast<std::int64_t>(bytes);
 }
 
 } // namespace kiln::core

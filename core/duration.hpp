@@ -20,4 +20,9 @@ Expected<Millis> parse_duration(std::string_view text);
 /// Negative values get a leading '-' (parse_duration does not accept them).
 std::string format_duration(Millis duration);
 
+/// "4G", "512M", "1.5Gi", "2048" (bytes): K, M, G, T are powers of 1024
+/// (as Slurm and Kubernetes' Gi read them; Ki, Mi, Gi, Ti and a trailing B
+/// are accepted too). Must be above zero.
+Expected<std::int64_t> parse_size(std::string_view text);
+
 } // namespace kiln::core

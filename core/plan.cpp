@@ -321,6 +321,8 @@ Expected<Plan> make_plan(const Workflow& workflow, const PlanContext& context) {
     ps.kill_after = step.kill_after;
     ps.retries = step.retries;
     ps.cpus = step.resources.cpus;
+    ps.memory = step.resources.memory;
+    ps.gpus = step.resources.gpus;
     ps.outputs = step.outputs;
     ps.metrics = step.metrics;
     ps.tags = step.tags;

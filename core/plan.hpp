@@ -32,6 +32,9 @@ struct PlannedStep {
   Millis kill_after{10000};
   RetryPolicy retries;
   int cpus = 1;
+  /// resources.memory in bytes (0 = not counted) and resources.gpus.
+  std::int64_t memory = 0;
+  int gpus = 0;
   /// Declared outputs, relative to workdir (as written; never templated).
   std::vector<StepOutput> outputs;
   /// The declared metrics file, relative to workdir; "" for none.

@@ -12,6 +12,7 @@ Scheduler::Scheduler(const Plan& plan, Executor& executor, const Clock& clock, R
   m_options.jobs = std::max(1, m_options.jobs);
   m_options.cpus = std::max(1, m_options.cpus);
   m_group_running.assign(plan.groups.size(), 0);
+  m_free_gpus = m_options.gpus;
   for (std::size_t i = 0; i < plan.steps.size(); ++i) {
     m_steps[i].unfinished_needs = static_cast<int>(plan.steps[i].needs.size());
     for (int dep : plan.steps[i].needs) {
@@ -173,10 +174,9 @@ void Scheduler::start_ready() {
       bounded.push_back(step);
       continue;
     }
-    const int cpus = planned.cpus;
     // Strict priority: when the best step does not fit, wait for room rather
     // than letting smaller ones overtake it for ever.
-    if (!m_running.empty() && m_cpus_in_use + cpus > m_options.cpus) {
+    if (!m_running.empty() && !fits(planned)) {
       break;
     }
     std::pop_heap(m_ready.begin(), m_ready.end(), lower);
@@ -186,6 +186,24 @@ void Scheduler::start_ready() {
   for (int step : bounded) {
     push_ready(step);
   }
+}
+
+void Scheduler::release_gpus(StepState& state) {
+  // Back in the given order, so assignment stays predictable.
+  for (std::string& id : state.gpus) {
+    m_free_gpus.push_back(std::move(id));
+  }
+  state.gpus.clear();
+  std::sort(m_free_gpus.begin(), m_free_gpus.end(), [this](const std::string& a, const std::string& b) {
+    return std::find(m_options.gpus.begin(), m_options.gpus.end(), a) <
+           std::find(m_options.gpus.begin(), m_options.gpus.end(), b);
+  });
+}
+
+bool Scheduler::fits(const PlannedStep& step) const {
+  return m_cpus_in_use + step.cpus <= m_options.cpus &&
+         (m_options.memory == 0 || m_memory_in_use + step.memory <= m_options.memory) &&
+         static_cast<std::size_t>(step.gpus) <= m_free_gpus.size();
 }
 
 void Scheduler::start_attempt(int step) {
@@ -220,9 +238,21 @@ void Scheduler::start_attempt(int step) {
   spec.stdout_path = std::move(out);
   spec.stderr_path = std::move(err);
   spec.cpus = planned.cpus;
+  // Taken now, handed back when the attempt ends (or fails to start).
+  const auto gpus_taken = static_cast<std::size_t>(std::min<std::size_t>(planned.gpus, m_free_gpus.size()));
+  state.gpus.assign(m_free_gpus.begin(), m_free_gpus.begin() + static_cast<std::ptrdiff_t>(gpus_taken));
+  m_free_gpus.erase(m_free_gpus.begin(), m_free_gpus.begin() + static_cast<std::ptrdiff_t>(gpus_taken));
+  if (planned.gpus > 0) {
+    std::string devices;
+    for (const std::string& id : state.gpus) {
+      devices += (devices.empty() ? "" : ",") + id;
+    }
+    spec.env.push_back("CUDA_VISIBLE_DEVICES=" + devices);
+  }
 
   auto started = m_executor.start(spec);
   if (!started) {
+    release_gpus(state);
     m_observer.attempt_started(step, attempt, spec, JobStarted{}, wall());
     AttemptOutcome outcome;
     outcome.error = started.error();
@@ -235,6 +265,7 @@ void Scheduler::start_attempt(int step) {
   }
   m_running.emplace_back(state.job, step);
   m_cpus_in_use += planned.cpus;
+  m_memory_in_use += planned.memory;
   if (planned.group >= 0) {
     ++m_group_running[planned.group];
   }
@@ -249,6 +280,8 @@ void Scheduler::handle_exit(const JobExit& exit) {
   const int step = it->second;
   m_running.erase(it);
   m_cpus_in_use -= m_plan.steps[step].cpus;
+  m_memory_in_use -= m_plan.steps[step].memory;
+  release_gpus(m_steps[step]);
   if (m_plan.steps[step].group >= 0) {
     --m_group_running[m_plan.steps[step].group];
   }

@@ -30,6 +30,12 @@ struct SchedulerOptions {
   /// Sum of running steps' resources.cpus; a step asking more than this runs
   /// alone.
   int cpus = 1;
+  /// Bytes the running steps' resources.memory may add up to; 0 = no limit.
+  std::int64_t memory = 0;
+  /// The GPUs steps are given (CUDA device ids); a step asking for N gets N
+  /// of them to itself, named in its CUDA_VISIBLE_DEVICES. Callers check
+  /// that no step asks for more than there are.
+  std::vector<std::string> gpus;
   KeepGoing keep_going = KeepGoing::no;
   /// Seeds retry jitter, so tests are repeatable.
   std::uint64_t seed = 0;
@@ -166,6 +172,8 @@ private:
     bool stands_in = false;
     /// Attempts of earlier sessions of the run.
     int prior_attempts = 0;
+    /// The GPUs given to the running attempt.
+    std::vector<std::string> gpus;
     std::optional<TimePoint> timeout_at;
     std::optional<TimePoint> kill_at;
     std::optional<TimePoint> retry_at;
@@ -174,6 +182,9 @@ private:
   void prepare_ready();
   void became_ready(int step);
   void start_ready();
+  /// Whether the step's cpus, memory and GPUs fit beside what runs now.
+  bool fits(const PlannedStep& step) const;
+  void release_gpus(StepState& state);
   void start_attempt(int step);
   void handle_exit(const JobExit& exit);
   void attempt_ended(int step, const AttemptOutcome& outcome);
@@ -213,6 +224,9 @@ private:
   /// Running steps by job id (few: at most `jobs`).
   std::vector<std::pair<JobId, int>> m_running;
   int m_cpus_in_use = 0;
+  std::int64_t m_memory_in_use = 0;
+  /// GPUs no running step holds, in the order given.
+  std::vector<std::string> m_free_gpus;
   /// Running variants per bounded matrix (Plan::groups).
   std::vector<int> m_group_running;
   bool m_failed = false;

@@ -5,6 +5,7 @@
 
 #include "core/clock.hpp"
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -73,6 +74,9 @@ struct StepOutput {
 
 struct Resources {
   int cpus = 1;
+  /// Bytes; 0 = not said (not counted).
+  std::int64_t memory = 0;
+  int gpus = 0;
 };
 
 /// A condition as written (`when:`, or one `gate:` entry) and where its text starts.

@@ -52,7 +52,7 @@ const Names k_step_keys{"kind",    "description", "needs",   "run",     "workdir
 const Names k_default_keys{"timeout", "kill_after", "retries", "resources", "workdir", "env"};
 const Names k_param_keys{"type", "default", "description"};
 const Names k_retry_keys{"limit", "backoff", "delay", "max_delay", "jitter", "on"};
-const Names k_resource_keys{"cpus"};
+const Names k_resource_keys{"cpus", "memory", "gpus"};
 const Names k_kinds{"task", "train", "evaluate", "predict"};
 const Names k_types{"string", "int", "float", "bool"};
 const Names k_backoffs{"fixed", "exponential"};
@@ -1110,6 +1110,20 @@ void Loader::load_resources(const Node& key, const Node& value, Resources& resou
   if (const Node* cpus = value.find("cpus")) {
     if (auto n = read_int(*cpus, *(cpus - 1), 1, k_max_cpus, "cpus")) {
       resources.cpus = *n;
+    }
+  }
+  if (const Node* gpus = value.find("gpus")) {
+    if (auto n = read_int(*gpus, *(gpus - 1), 0, 1024, "gpus")) {
+      resources.gpus = *n;
+    }
+  }
+  if (const Node* memory = value.find("memory")) {
+    if (expect(*memory, *(memory - 1), NodeKind::scalar, "a size such as 4G or 512M")) {
+      if (auto bytes = core::parse_size(memory->value)) {
+        resources.memory = *bytes;
+      } else {
+        error_at(*memory, bytes.error());
+      }
     }
   }
 }
