@@ -218,10 +218,10 @@ int runs_show_command(const GlobalOptions& global, const std::string& ref, Outpu
   auto metrics = store->metric_summaries(run->number);
   auto artifacts = store->artifacts(run->number);
   auto pushes = store->push_records(run->number);
-  for (const std::string* error : {steps ? nullptr : &steps.error(), attempts ? nullptr : &attempts.error(),
-                                   params ? nullptr : &params.error(), tags ? nullptr : &tags.error(),
-                                   metrics ? nullptr : &metrics.error(), artifacts ? nullptr : &artifacts.error(),
-                                   pushes ? nullptr : &pushes.error()}) {
+  for (const std::string* error :
+       {steps ? nullptr : &steps.error(), attempts ? nullptr : &attempts.error(), params ? nullptr : &params.error(),
+        tags ? nullptr : &tags.error(), metrics ? nullptr : &metrics.error(), artifacts ? nullptr : &artifacts.error(),
+        pushes ? nullptr : &pushes.error()}) {
     if (error != nullptr) {
       std::fprintf(stderr, "kiln: error: %s\n", error->c_str());
       return k_exit_internal;
@@ -242,6 +242,19 @@ int runs_show_command(const GlobalOptions& global, const std::string& ref, Outpu
       step["params"] = nlohmann::json::object();
       step["tags"] = nlohmann::json::object();
       step["metrics"] = nlohmann::json::object();
+      // What it wrote to KILN_OUTPUTS, and for a cached step the run it stands for.
+      step["outputs"] = nlohmann::json::object();
+      if (auto outputs = store->step_outputs(run->number, s.id)) {
+        for (const auto& [name, value] : *outputs) {
+          step["outputs"][name] = value;
+        }
+      }
+      step["cached_from"] = nullptr;
+      if (s.status == core::StepStatus::cached) {
+        if (auto cache = store->step_cache(run->number, s.id); cache && *cache && (*cache)->cached_from) {
+          step["cached_from"] = *(*cache)->cached_from;
+        }
+      }
       for (const auto& p : *params) {
         if (p.step_id == s.id) {
           step["params"][p.key] = p.value;
@@ -275,8 +288,8 @@ int runs_show_command(const GlobalOptions& global, const std::string& ref, Outpu
                            {"error", push.error.empty() ? nlohmann::json() : nlohmann::json(push.error)},
                            {"updated_ms", push.updated_ms},
                            {"mlflow_run_id", nullptr}};
-      if (auto remote = store->remote_runs(push.remote, run->number); remote && !remote->empty() &&
-                                                                      remote->front().step.empty()) {
+      if (auto remote = store->remote_runs(push.remote, run->number);
+          remote && !remote->empty() && remote->front().step.empty()) {
         entry["mlflow_run_id"] = remote->front().remote_id;
       }
       out["pushes"].push_back(std::move(entry));
@@ -350,7 +363,8 @@ int runs_show_command(const GlobalOptions& global, const std::string& ref, Outpu
   }
   std::cout << "command   " << run->command_line << "  (kiln " << run->kiln_version << ")\n";
   for (const core::PushRecord& push : *pushes) {
-    std::cout << "pushed    " << push.remote << ", experiment '" << push.experiment << "': " << core::to_string(push.state);
+    std::cout << "pushed    " << push.remote << ", experiment '" << push.experiment
+              << "': " << core::to_string(push.state);
     if (!push.error.empty()) {
       std::cout << " (" << push.error << ")";
     }

@@ -30,61 +30,70 @@ Expected<void> TrackerStore::record_cache_decisions(std::int64_t run, const std:
   if (decisions.empty()) {
     return {};
   }
+  // Set-based: the decisions go into a temp table, then one statement per
+  // table does every step's update or copy. 10,000 cached steps are 10,000
+  // small inserts and eight statements, not 70,000 statements.
+  if (Expected<void> made = m_database.exec(
+          "CREATE TEMP TABLE IF NOT EXISTS cache_batch (step TEXT PRIMARY KEY, cache_key TEXT NOT NULL, "
+          "cache_json TEXT NOT NULL, from_run INTEGER, from_step TEXT NOT NULL)");
+      !made) {
+    return made;
+  }
   Expected<sqlite::Transaction> transaction = m_database.begin(TransactionKind::immediate);
   if (!transaction) {
     return Error{transaction.error()};
   }
-  // What a cached step copies from the execution it stands for: ?1 run,
-  // ?2 step, ?3 source run, ?4 source step.
-  static constexpr std::string_view k_copies[] = {
-      "INSERT OR REPLACE INTO step_outputs (run, step, name, value) "
-      "SELECT ?1, ?2, name, value FROM step_outputs WHERE run = ?3 AND step = ?4",
-      "INSERT OR REPLACE INTO params (run, step, key, value) "
-      "SELECT ?1, ?2, key, value FROM params WHERE run = ?3 AND step = ?4",
-      "INSERT OR REPLACE INTO tags (run, step, key, value) "
-      "SELECT ?1, ?2, key, value FROM tags WHERE run = ?3 AND step = ?4",
-      "INSERT OR REPLACE INTO artifacts (run, step, path, sha256, size, kind, name, created_ms) "
-      "SELECT ?1, ?2, path, sha256, size, kind, name, created_ms FROM artifacts WHERE run = ?3 AND step = ?4",
-      // One point per metric: the last value, which conditions and gates read.
-      "INSERT OR IGNORE INTO metric_series (run, step, key, count, last_value, last_step, last_ms, min_value, "
-      "max_value) SELECT ?1, ?2, key, 1, last_value, last_step, last_ms, last_value, last_value "
-      "FROM metric_series WHERE run = ?3 AND step = ?4",
-  };
-  static constexpr std::string_view k_points =
-      "INSERT OR IGNORE INTO metric_points (series, seq, step, value, timestamp_ms) "
-      "SELECT mine.id, 0, mine.last_step, mine.last_value, mine.last_ms FROM metric_series AS mine "
-      "WHERE mine.run = ?1 AND mine.step = ?2";
-  for (const CacheDecision& d : decisions) {
-    Expected<CachedStatement> update = m_database.cached(
-        "UPDATE steps SET cache_key = ?3, cache_json = ?4, cached_from = ?5 WHERE run = ?1 AND id = ?2");
-    if (!update) {
-      return Error{update.error()};
+  {
+    Expected<CachedStatement> insert =
+        m_database.cached("INSERT OR REPLACE INTO temp.cache_batch (step, cache_key, cache_json, from_run, from_step) "
+                          "VALUES (?1, ?2, ?3, ?4, ?5)");
+    if (!insert) {
+      return Error{insert.error()};
     }
-    update->bind_all(run, d.step, d.cache.key, d.cache.components_json, d.cache.cached_from);
-    if (Expected<void> done = update->run(); !done) {
-      return done;
-    }
-    if (!d.cache.cached_from) {
-      continue;
-    }
-    for (std::string_view sql : k_copies) {
-      Expected<CachedStatement> copy = m_database.cached(sql);
-      if (!copy) {
-        return Error{copy.error()};
-      }
-      copy->bind_all(run, d.step, *d.cache.cached_from, d.from_step);
-      if (Expected<void> done = copy->run(); !done) {
+    for (const CacheDecision& d : decisions) {
+      // A cached step's components are its source's: not stored twice.
+      insert->bind_all(d.step, d.cache.key, d.cache.cached_from ? std::string_view() : d.cache.components_json,
+                       d.cache.cached_from, d.from_step);
+      if (Expected<void> done = insert->run(); !done) {
         return done;
       }
     }
-    Expected<CachedStatement> points = m_database.cached(k_points);
-    if (!points) {
-      return Error{points.error()};
+  }
+  // ?1 = run. What a cached step copies from the execution it stands for:
+  // outputs, params, tags, artifacts (rows sharing the blobs) and one point
+  // per metric, its last value, which conditions and gates read.
+  static constexpr std::string_view k_statements[] = {
+      "UPDATE steps SET cache_key = b.cache_key, cache_json = b.cache_json, cached_from = b.from_run "
+      "FROM temp.cache_batch AS b WHERE steps.run = ?1 AND steps.id = b.step",
+      "INSERT OR REPLACE INTO step_outputs (run, step, name, value) SELECT ?1, b.step, o.name, o.value "
+      "FROM temp.cache_batch AS b JOIN step_outputs AS o ON o.run = b.from_run AND o.step = b.from_step",
+      "INSERT OR REPLACE INTO params (run, step, key, value) SELECT ?1, b.step, o.key, o.value "
+      "FROM temp.cache_batch AS b JOIN params AS o ON o.run = b.from_run AND o.step = b.from_step",
+      "INSERT OR REPLACE INTO tags (run, step, key, value) SELECT ?1, b.step, o.key, o.value "
+      "FROM temp.cache_batch AS b JOIN tags AS o ON o.run = b.from_run AND o.step = b.from_step",
+      "INSERT OR REPLACE INTO artifacts (run, step, path, sha256, size, kind, name, created_ms) "
+      "SELECT ?1, b.step, o.path, o.sha256, o.size, o.kind, o.name, o.created_ms "
+      "FROM temp.cache_batch AS b JOIN artifacts AS o ON o.run = b.from_run AND o.step = b.from_step",
+      "INSERT OR IGNORE INTO metric_series (run, step, key, count, last_value, last_step, last_ms, min_value, "
+      "max_value) SELECT ?1, b.step, o.key, 1, o.last_value, o.last_step, o.last_ms, o.last_value, o.last_value "
+      "FROM temp.cache_batch AS b JOIN metric_series AS o ON o.run = b.from_run AND o.step = b.from_step",
+      "INSERT OR IGNORE INTO metric_points (series, seq, step, value, timestamp_ms) "
+      "SELECT mine.id, 0, mine.last_step, mine.last_value, mine.last_ms "
+      "FROM temp.cache_batch AS b JOIN metric_series AS mine ON mine.run = ?1 AND mine.step = b.step "
+      "WHERE b.from_run IS NOT NULL",
+  };
+  for (std::string_view sql : k_statements) {
+    Expected<CachedStatement> statement = m_database.cached(sql);
+    if (!statement) {
+      return Error{statement.error()};
     }
-    points->bind_all(run, d.step);
-    if (Expected<void> done = points->run(); !done) {
+    statement->bind_all(run);
+    if (Expected<void> done = statement->run(); !done) {
       return done;
     }
+  }
+  if (Expected<void> cleared = m_database.exec("DELETE FROM temp.cache_batch"); !cleared) {
+    return cleared;
   }
   return transaction->commit();
 }
@@ -122,7 +131,7 @@ Expected<std::optional<PastExecution>> TrackerStore::last_execution(std::string_
   Expected<void> done = m_database.each_row(
       "SELECT s.run, s.status, s.cache_key, s.cache_json, s.cached_from FROM steps AS s "
       "JOIN runs AS r ON r.number = s.run "
-      "WHERE r.workflow_name = ?1 AND s.id = ?2 AND s.run < ?3 AND s.status IN ('succeeded', 'cached') "
+      "WHERE r.workflow_name = ?1 AND s.id = ?2 AND s.run < ?3 AND s.status = 'succeeded' "
       "AND s.cache_key <> '' ORDER BY s.run DESC LIMIT 1",
       [&](StatementRef& row) {
         PastExecution p;
