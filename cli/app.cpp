@@ -111,6 +111,19 @@ int main(int argc, char** argv) {
     run_options.force_all = force->count() > 0 && names.empty();
   });
 
+  ResumeOptions resume_options;
+  auto* resume = app.add_subcommand("resume", "Continue a failed, cancelled or crashed run in place");
+  resume->add_option("run", resume_options.run, "Run number, id, unique id prefix, or 'last'")->required();
+  resume->add_flag("--allow-changed", resume_options.allow_changed,
+                   "Resume even though the workflow file changed, with the file as it is now");
+  resume->add_option("-j,--jobs", resume_options.jobs, "Steps at once (default: number of CPUs)")
+      ->check(CLI::Range(1, 4096));
+  resume->add_flag("-k,--keep-going", resume_options.keep_going,
+                   "After a failure, run every step that does not depend on it");
+  resume->add_flag("--no-push", resume_options.no_push,
+                   "Do not push to the tracking server at the end; `kiln push --pending` sends the run later");
+  resume->add_option("--store", global.store, "Tracker store directory")->type_name("DIR");
+
   WorkflowOptions status_options;
   OutputFormat status_format = OutputFormat::table;
   auto* status = app.add_subcommand("status", "Which steps a run would run, and why (cache keys against the store)");
@@ -298,6 +311,9 @@ int main(int argc, char** argv) {
     }
     if (*run) {
       return run_command(global, run_options, argc, argv);
+    }
+    if (*resume) {
+      return resume_command(global, resume_options, argc, argv);
     }
     if (*status) {
       return status_command(global, status_options, status_format);

@@ -28,6 +28,9 @@ struct WorkflowOptions {
   std::string file;
   /// NAME=VALUE, from -p.
   std::vector<std::string> params;
+  /// The file's text when it is known already (a resumed run's recorded
+  /// content): parsed as if read from `file`, which is not read.
+  std::optional<std::string> content;
 };
 
 struct RunOptions {
@@ -57,6 +60,19 @@ int validate_command(const std::vector<std::string>& files);
 int plan_command(const WorkflowOptions& options, OutputFormat format);
 int graph_command(const WorkflowOptions& options, const std::string& format);
 int run_command(const GlobalOptions& global, const RunOptions& options, int argc, char** argv);
+
+struct ResumeOptions {
+  /// Run number, id, unique id prefix, or "last".
+  std::string run;
+  /// Resume with the workflow file as it is now, though it changed.
+  bool allow_changed = false;
+  int jobs = 0;
+  bool keep_going = false;
+  bool no_push = false;
+};
+/// `kiln resume`: continues a failed, cancelled or crashed run in place.
+int resume_command(const GlobalOptions& global, const ResumeOptions& options, int argc, char** argv);
+
 /// Which steps a run would run and why (cache keys against the store).
 int status_command(const GlobalOptions& global, const WorkflowOptions& options, OutputFormat format);
 /// Which components of a step's cache key changed since its previous execution.

@@ -1,10 +1,12 @@
-// Commands that read a workflow file: validate, plan, graph, run.
+// Commands that read a workflow file: validate, plan, graph, run, and resume
+// (which reads the file a run ran, to check it is unchanged).
 
 #include "cli/commands.hpp"
 #include "cli/console.hpp"
 #include "cli/console_reporter.hpp"
 #include "cli/push.hpp"
 #include "cli/context.hpp"
+#include "cli/history.hpp"
 #include "core/hash.hpp"
 #include "core/plan.hpp"
 #include "core/run_recorder.hpp"
@@ -24,7 +26,12 @@
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
+#include <functional>
 #include <iostream>
+#include <iterator>
+#include <map>
+#include <optional>
 #include <thread>
 #include <unordered_map>
 
@@ -111,6 +118,16 @@ std::string retries_text(const core::RetryPolicy& r) {
          format_duration_ms(r.delay.count()) + (r.jitter ? "~" : "");
 }
 
+/// The workflow's steps as the store first records them (commands follow
+/// with the plan).
+std::vector<core::NewStep> new_steps(const core::Workflow& workflow) {
+  std::vector<core::NewStep> steps;
+  for (const auto& s : workflow.steps) {
+    steps.push_back({s.id, std::string(core::to_string(s.kind)), {}, s.needs, {}});
+  }
+  return steps;
+}
+
 /// What the store records about a run as it starts. Takes the workflow's
 /// content rather than copying it: nothing later needs it.
 core::NewRun describe_run(core::Workflow& workflow, int argc, char** argv, std::int64_t started_ms) {
@@ -138,9 +155,7 @@ core::NewRun describe_run(core::Workflow& workflow, int argc, char** argv, std::
   new_run.command_line = command_line(argc, argv);
   new_run.runner = {new_run.host, static_cast<std::int64_t>(getpid()), plugins::self_start_ticks()};
   new_run.started_ms = started_ms;
-  for (const auto& s : workflow.steps) {
-    new_run.steps.push_back({s.id, std::string(core::to_string(s.kind)), {}, s.needs, {}});
-  }
+  new_run.steps = new_steps(workflow);
   new_run.tags = workflow.tags;
   return new_run;
 }
@@ -171,7 +186,8 @@ std::optional<core::Workflow> load_workflow(const WorkflowOptions& options) {
   if (bad) {
     return std::nullopt;
   }
-  auto result = workflows::load_workflow(options.file, overrides);
+  auto result = options.content ? workflows::parse_workflow(*options.content, options.file, overrides)
+                                : workflows::load_workflow(options.file, overrides);
   const bool color = detect_terminal(STDERR_FILENO).color;
   for (const auto& d : result.diagnostics) {
     std::fprintf(stderr, "%s\n", workflows::format_diagnostic(d, color).c_str());
@@ -303,6 +319,43 @@ int graph_command(const WorkflowOptions& options, const std::string& format) {
   return k_exit_ok;
 }
 
+namespace {
+
+/// How the steps a partial run leaves out are recorded (skipped) begins.
+constexpr std::string_view k_unselected = "not selected (";
+
+/// Template errors (an unset env.X) in the workflow, caught before anything
+/// is recorded: false after printing them.
+bool plans_cleanly(const core::Workflow& workflow, const std::vector<std::string>& environment) {
+  core::PlanContext probe{"00000000000000000000000000000000", 0, "", environment};
+  if (auto plan = core::make_plan(workflow, probe); !plan) {
+    std::fprintf(stderr, "%s\n", plan.error().c_str());
+    return false;
+  }
+  return true;
+}
+
+/// How a session of a run goes beside its plan: `kiln run`'s flags, or what
+/// `kiln resume` read from the store.
+struct Session {
+  int jobs = 0;
+  bool keep_going = false;
+  bool no_push = false;
+  /// When the session began, for the time it took.
+  std::int64_t started_ms = 0;
+  /// Called once the plan is made, to say per plan step which run (a partial
+  /// run), which are done already (a resumed run) and which are forced.
+  std::function<void(const core::Plan&, core::SchedulerOptions&, std::vector<char>& forced)> setup;
+};
+
+/// Runs `workflow` as a session of `run`, which is recorded (created or
+/// reopened) as running under this process: plans it, records every step,
+/// finishes the run and pushes it as configured. Returns the exit status.
+int execute_session(core::TrackerStore& store, core::Executor& executor, std::optional<core::Workflow> workflow,
+                    const core::RunRecord& run, const Session& session);
+
+} // namespace
+
 int run_command(const GlobalOptions& global, const RunOptions& options, int argc, char** argv) {
   core::KeyValues tags;
   for (const auto& tag : options.tags) {
@@ -340,14 +393,8 @@ int run_command(const GlobalOptions& global, const RunOptions& options, int argc
       }
     }
   }
-  const auto environment = process_environment();
-  // Catch template errors (an unset env.X) before anything is recorded.
-  {
-    core::PlanContext probe{"00000000000000000000000000000000", 0, "", environment};
-    if (auto plan = core::make_plan(*workflow, probe); !plan) {
-      std::fprintf(stderr, "%s\n", plan.error().c_str());
-      return k_exit_usage;
-    }
+  if (!plans_cleanly(*workflow, process_environment())) {
+    return k_exit_usage;
   }
   auto store = open_store(global.store);
   if (!store) {
@@ -360,25 +407,69 @@ int run_command(const GlobalOptions& global, const RunOptions& options, int argc
     std::fprintf(stderr, "kiln: error: no executor named '%s'\n", options.executor.c_str());
     return k_exit_usage;
   }
-  const core::SystemClock clock;
 
-  const std::int64_t started_ms = clock.wall_ms();
-  core::NewRun new_run = describe_run(*workflow, argc, argv, started_ms);
+  Session session{options.jobs, options.keep_going, options.no_push, core::SystemClock().wall_ms(), {}};
+  core::NewRun new_run = describe_run(*workflow, argc, argv, session.started_ms);
   new_run.tags.insert(new_run.tags.end(), tags.begin(), tags.end());
   auto run = (*store)->create_run(new_run);
   if (!run) {
     std::fprintf(stderr, "kiln: error: %s\n", run.error().c_str());
     return k_exit_internal;
   }
+  session.setup = [&options](const core::Plan& plan, core::SchedulerOptions& scheduler_options,
+                             std::vector<char>& forced) {
+    auto indices = [&](const std::vector<std::string>& names) {
+      std::vector<int> out;
+      for (const std::string& name : names) {
+        for (std::size_t i = 0; i < plan.steps.size(); ++i) {
+          if (plan.steps[i].id == name) {
+            out.push_back(static_cast<int>(i));
+          }
+        }
+      }
+      return out;
+    };
+    if (!options.only.empty() || !options.from.empty()) {
+      auto join = [](const std::vector<std::string>& names) {
+        std::string text;
+        for (const std::string& name : names) {
+          text += (text.empty() ? "" : ", ") + name;
+        }
+        return text;
+      };
+      scheduler_options.selected = core::select_steps(plan, indices(options.only), indices(options.from));
+      std::string how;
+      if (!options.only.empty()) {
+        how = "--only " + join(options.only);
+      }
+      if (!options.from.empty()) {
+        how += (how.empty() ? "" : " ") + std::string("--from ") + join(options.from);
+      }
+      scheduler_options.unselected_reason = std::string(k_unselected) + how + ")";
+    }
+    if (options.force_all) {
+      forced.assign(forced.size(), 1);
+    }
+    for (int i : indices(options.force)) {
+      forced[i] = 1;
+    }
+  };
+  return execute_session(**store, *executor, std::move(workflow), *run, session);
+}
 
+namespace {
+
+int execute_session(core::TrackerStore& store, core::Executor& executor, std::optional<core::Workflow> workflow,
+                    const core::RunRecord& run, const Session& session) {
+  const core::SystemClock clock;
   const std::optional<PushTarget> push_target = run_push_target(workflow->tracking, workflow->name);
   if (push_target) {
-    if (std::string warning = record_pending_push(**store, run->number, *push_target); !warning.empty()) {
+    if (std::string warning = record_pending_push(store, run.number, *push_target); !warning.empty()) {
       std::fprintf(stderr, "kiln: warning: the run will not be pushed: %s\n", warning.c_str());
     }
   }
 
-  core::PlanContext context{run->id, run->number, (*store)->directory().string(), environment};
+  core::PlanContext context{run.id, run.number, store.directory().string(), process_environment()};
   auto plan = core::make_plan(*workflow, context);
   const std::string workflow_name = workflow->name;
   // The plan holds all the run needs from here on: free the model (10,000
@@ -387,7 +478,7 @@ int run_command(const GlobalOptions& global, const RunOptions& options, int argc
   if (!plan) {
     // Only possible if the environment changed under us; record it honestly.
     std::fprintf(stderr, "%s\n", plan.error().c_str());
-    (void)(*store)->finish_run(run->number, core::RunStatus::failed, k_exit_usage, clock.wall_ms());
+    (void)store.finish_run(run.number, core::RunStatus::failed, k_exit_usage, clock.wall_ms());
     return k_exit_usage;
   }
   {
@@ -395,89 +486,60 @@ int run_command(const GlobalOptions& global, const RunOptions& options, int argc
     for (const auto& s : plan->steps) {
       commands.push_back({s.id, s.display_command, s.workdir});
     }
-    if (auto recorded = (*store)->set_step_commands(run->number, commands); !recorded) {
+    if (auto recorded = store.set_step_commands(run.number, commands); !recorded) {
       std::fprintf(stderr, "kiln: warning: %s\n", recorded.error().c_str());
     }
   }
-  const auto log_dir = (*store)->log_path(run->id, "x", 1, "out").parent_path();
+  const auto log_dir = store.log_path(run.id, "x", 1, "out").parent_path();
   std::error_code ec;
   std::filesystem::create_directories(log_dir, ec);
   if (ec) {
     std::fprintf(stderr, "kiln: error: cannot create %s: %s\n", log_dir.c_str(), ec.message().c_str());
-    (void)(*store)->finish_run(run->number, core::RunStatus::failed, k_exit_internal, clock.wall_ms());
+    (void)store.finish_run(run.number, core::RunStatus::failed, k_exit_internal, clock.wall_ms());
     return k_exit_internal;
   }
 
-  const Terminal terminal = detect_terminal(STDOUT_FILENO);
-  std::printf("kiln: run %lld of %s (%s): %zu steps\n", static_cast<long long>(run->number), workflow_name.c_str(),
-              run->id.c_str(), plan->steps.size());
-  std::fflush(stdout);
-
-  core::RunRecorder recorder(**store, *plan, run->number, std::string(executor->name()));
-  core::TrackingRecorder tracking(**store, *plan, run->number, clock, workflows::yaml_to_json);
-  ConsoleReporter console(*plan, run->number, clock, terminal, stdout);
   core::SchedulerOptions scheduler_options;
-  scheduler_options.jobs = options.jobs > 0 ? options.jobs : machine_cpus();
+  scheduler_options.jobs = session.jobs > 0 ? session.jobs : machine_cpus();
   // Steps count their resources.cpus against the machine's CPUs, but an
   // explicit -j above that is a request (I/O-bound steps) and is honoured.
   scheduler_options.cpus = std::max(machine_cpus(), scheduler_options.jobs);
-  scheduler_options.keep_going = options.keep_going ? core::KeepGoing::yes : core::KeepGoing::no;
-  scheduler_options.seed = std::hash<std::string>{}(run->id);
-  if (!options.only.empty() || !options.from.empty()) {
-    auto indices = [&](const std::vector<std::string>& names) {
-      std::vector<int> out;
-      for (const std::string& name : names) {
-        for (std::size_t i = 0; i < plan->steps.size(); ++i) {
-          if (plan->steps[i].id == name) {
-            out.push_back(static_cast<int>(i));
-          }
-        }
-      }
-      return out;
-    };
-    auto join = [](const std::vector<std::string>& names) {
-      std::string text;
-      for (const std::string& name : names) {
-        text += (text.empty() ? "" : ", ") + name;
-      }
-      return text;
-    };
-    scheduler_options.selected = core::select_steps(*plan, indices(options.only), indices(options.from));
-    std::string how;
-    if (!options.only.empty()) {
-      how = "--only " + join(options.only);
-    }
-    if (!options.from.empty()) {
-      how += (how.empty() ? "" : " ") + std::string("--from ") + join(options.from);
-    }
-    scheduler_options.unselected_reason = "not selected (" + how + ")";
+  scheduler_options.keep_going = session.keep_going ? core::KeepGoing::yes : core::KeepGoing::no;
+  scheduler_options.seed = std::hash<std::string>{}(run.id);
+  std::vector<char> forced(plan->steps.size(), 0);
+  if (session.setup) {
+    session.setup(*plan, scheduler_options, forced);
   }
-  auto& store_ref = **store;
-  const std::string run_id = run->id;
-  std::vector<char> forced(plan->steps.size(), options.force_all ? 1 : 0);
-  for (const std::string& name : options.force) {
-    for (std::size_t i = 0; i < plan->steps.size(); ++i) {
-      if (plan->steps[i].id == name) {
-        forced[i] = 1;
-      }
-    }
+
+  const Terminal terminal = detect_terminal(STDOUT_FILENO);
+  const auto kept = std::count(scheduler_options.kept.begin(), scheduler_options.kept.end(), 1);
+  std::printf("kiln: run %lld of %s (%s): %zu steps", static_cast<long long>(run.number), workflow_name.c_str(),
+              run.id.c_str(), plan->steps.size());
+  if (kept > 0) {
+    std::printf(", %lld done before and kept", static_cast<long long>(kept));
   }
+  std::printf("\n");
+  std::fflush(stdout);
+
+  core::RunRecorder recorder(store, *plan, run.number, std::string(executor.name()));
+  core::TrackingRecorder tracking(store, *plan, run.number, clock, workflows::yaml_to_json);
+  ConsoleReporter console(*plan, run.number, clock, terminal, stdout);
   core::InMemoryHashMemo memo;
   if (std::any_of(plan->steps.begin(), plan->steps.end(), [](const core::PlannedStep& s) { return s.cache; })) {
-    if (auto loaded = store_ref.load_hash_memo()) {
+    if (auto loaded = store.load_hash_memo()) {
       memo = core::InMemoryHashMemo(std::move(*loaded));
     } else {
       std::fprintf(stderr, "kiln: warning: input hashes are computed afresh: %s\n", loaded.error().c_str());
     }
   }
-  core::StepDecider decider(store_ref, *plan, workflow_name, std::move(forced), memo);
+  core::StepDecider decider(store, *plan, workflow_name, std::move(forced), memo);
   core::ObserverList observers({&tracking, &recorder, &decider, &console});
   core::Scheduler scheduler(
-      *plan, *executor, clock, observers,
+      *plan, executor, clock, observers,
       [&](int step, int attempt) {
         const auto& id = plan->steps[step].id;
-        return std::pair{store_ref.log_path(run_id, id, attempt, "out").string(),
-                         store_ref.log_path(run_id, id, attempt, "err").string()};
+        return std::pair{store.log_path(run.id, id, attempt, "out").string(),
+                         store.log_path(run.id, id, attempt, "err").string()};
       },
       scheduler_options);
   scheduler.set_collector(&tracking);
@@ -491,7 +553,7 @@ int run_command(const GlobalOptions& global, const RunOptions& options, int argc
   decider.flush();
   std::vector<std::string> unrecorded = recorder.errors();
   unrecorded.insert(unrecorded.end(), decider.errors().begin(), decider.errors().end());
-  if (auto finished = store_ref.finish_run(run->number, result.status, exit_code, clock.wall_ms()); !finished) {
+  if (auto finished = store.finish_run(run.number, result.status, exit_code, clock.wall_ms()); !finished) {
     unrecorded.push_back(finished.error());
   }
   for (const auto& error : unrecorded) {
@@ -509,24 +571,191 @@ int run_command(const GlobalOptions& global, const RunOptions& options, int argc
   for (auto [status, count] : counts) {
     summary += (summary.empty() ? "" : ", ") + std::to_string(count) + " " + std::string(core::to_string(status));
   }
-  const auto elapsed = clock.wall_ms() - started_ms;
+  const auto elapsed = clock.wall_ms() - session.started_ms;
   const std::string verdict = std::string(core::to_string(result.status));
   if (!unrecorded.empty()) {
     std::printf("kiln: run %lld %s, but the store could not record all of it (see the errors above)\n",
-                static_cast<long long>(run->number), verdict.c_str());
+                static_cast<long long>(run.number), verdict.c_str());
     return exit_code;
   }
   std::printf(
-      "kiln: run %lld %s in %s (%s)\n", static_cast<long long>(run->number),
+      "kiln: run %lld %s in %s (%s)\n", static_cast<long long>(run.number),
       paint(verdict, result.status == core::RunStatus::succeeded ? Style::green : Style::red, terminal.color).c_str(),
       format_duration_ms(elapsed).c_str(), summary.c_str());
-  std::printf("kiln: recorded in %s; see: kiln runs show %lld\n", store_ref.database_file().c_str(),
-              static_cast<long long>(run->number));
-  if (push_target && !options.no_push) {
+  std::printf("kiln: recorded in %s; see: kiln runs show %lld\n", store.database_file().c_str(),
+              static_cast<long long>(run.number));
+  if (push_target && !session.no_push) {
     std::fflush(stdout);
-    auto_push(store_ref, run->number, *push_target);
+    auto_push(store, run.number, *push_target);
   }
   return exit_code;
+}
+
+} // namespace
+
+int resume_command(const GlobalOptions& global, const ResumeOptions& options, int argc, char** argv) {
+  OpenedRun opened;
+  if (int status = open_run(global, options.run, opened); status != k_exit_ok) {
+    return status;
+  }
+  core::TrackerStore& store = *opened.store;
+  const core::RunRecord& run = opened.run;
+  const auto number = static_cast<long long>(run.number);
+  const char* file = run.workflow_file.c_str();
+  if (run.status == core::RunStatus::running) {
+    std::fprintf(stderr,
+                 "kiln: error: run %lld is still running (kiln pid %lld on %s): wait for it, or stop it first\n",
+                 number, static_cast<long long>(run.runner.pid), run.runner.host.c_str());
+    return k_exit_usage;
+  }
+  if (run.status == core::RunStatus::succeeded) {
+    std::fprintf(stderr, "kiln: error: run %lld succeeded: there is nothing to resume (kiln run %s starts a new run)\n",
+                 number, file);
+    return k_exit_usage;
+  }
+
+  // The run resumes with the workflow it ran: the recorded content, once
+  // the file is seen to be unchanged, or with --allow-changed the file as
+  // it is now (parsed from the bytes hashed here).
+  std::optional<std::string> current;
+  if (std::ifstream in(run.workflow_file, std::ios::binary); in) {
+    current.emplace(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    if (in.bad()) {
+      current.reset();
+    }
+  }
+  const bool changed = !current || core::sha256_hex(*current) != run.workflow_hash;
+  if (changed && !options.allow_changed) {
+    std::fprintf(stderr,
+                 "kiln: error: cannot resume run %lld: its workflow file %s %s, so the steps left would not run "
+                 "as recorded; --allow-changed resumes with the file as it is now (and the run's recorded "
+                 "params)\n",
+                 number, file, current ? "has changed since the run started" : "cannot be read");
+    return k_exit_usage;
+  }
+  if (changed && !current) {
+    std::fprintf(stderr, "kiln: error: cannot resume run %lld: cannot read %s\n", number, file);
+    return k_exit_usage;
+  }
+  WorkflowOptions workflow_options{run.workflow_file, {}, std::move(current)};
+  if (!changed) {
+    auto recorded = store.workflow_content(run.number);
+    if (!recorded) {
+      std::fprintf(stderr, "kiln: error: %s\n", recorded.error().c_str());
+      return k_exit_internal;
+    }
+    workflow_options.content = std::move(*recorded);
+  }
+  for (const auto& [name, value] : run.params.items()) {
+    workflow_options.params.push_back(name + "=" + (value.is_string() ? value.get<std::string>() : value.dump()));
+  }
+  auto workflow = load_workflow(workflow_options);
+  if (!workflow) {
+    return k_exit_usage;
+  }
+  auto before = store.steps(run.number);
+  auto attempts = store.attempts(run.number);
+  if (!before || !attempts) {
+    std::fprintf(stderr, "kiln: error: %s\n", (!before ? before.error() : attempts.error()).c_str());
+    return k_exit_internal;
+  }
+  {
+    std::string lost;
+    for (const core::StepRecord& step : *before) {
+      if (workflow->step(step.id) == nullptr) {
+        lost += (lost.empty() ? "'" : ", '") + step.id + "'";
+      }
+    }
+    if (!lost.empty()) {
+      std::fprintf(stderr,
+                   "kiln: error: cannot resume run %lld: %s no longer has its step %s; a resumed run goes on with "
+                   "the steps it recorded\n",
+                   number, file, lost.c_str());
+      return k_exit_usage;
+    }
+  }
+  if (!plans_cleanly(*workflow, process_environment())) {
+    return k_exit_usage;
+  }
+  // The executor that ran its attempts runs the new ones. From here on
+  // SIGINT and SIGTERM are events of the loop, not deaths.
+  const std::string executor_name = attempts->empty() ? "local" : attempts->back().start.executor;
+  auto executor = plugins::make_executor(executor_name);
+  if (!executor) {
+    std::fprintf(stderr, "kiln: error: no executor named '%s'\n", executor_name.c_str());
+    return k_exit_usage;
+  }
+
+  core::RunReopen reopen;
+  reopen.runner = {plugins::host_name(), static_cast<std::int64_t>(getpid()), plugins::self_start_ticks()};
+  reopen.command_line = command_line(argc, argv);
+  reopen.steps = new_steps(*workflow);
+  if (changed) {
+    std::fprintf(stderr, "kiln: warning: %s has changed since run %lld started; resuming with it as it is now\n", file,
+                 number);
+    reopen.workflow_content = workflow->content;
+    reopen.workflow_hash = workflow->content_hash;
+  }
+  Session session{options.jobs, options.keep_going, options.no_push, core::SystemClock().wall_ms(), {}};
+  auto reopened = store.reopen_run(run.number, reopen);
+  if (!reopened) {
+    std::fprintf(stderr, "kiln: error: %s\n", reopened.error().c_str());
+    // Another kiln resumed it meanwhile, or the store failed.
+    auto again = store.run(run.number);
+    const bool refused =
+        again && (again->status == core::RunStatus::running || again->status == core::RunStatus::succeeded);
+    return refused ? k_exit_usage : k_exit_internal;
+  }
+  auto after = store.steps(run.number);
+  if (!after) {
+    std::fprintf(stderr, "kiln: error: %s\n", after.error().c_str());
+    (void)store.finish_run(run.number, core::RunStatus::failed, k_exit_internal, core::SystemClock().wall_ms());
+    return k_exit_internal;
+  }
+
+  session.setup = [&](const core::Plan& plan, core::SchedulerOptions& scheduler_options, std::vector<char>& forced) {
+    std::unordered_map<std::string_view, const core::StepRecord*> now;
+    std::unordered_map<std::string_view, const core::StepRecord*> was;
+    for (const core::StepRecord& step : *after) {
+      now.emplace(step.id, &step);
+    }
+    for (const core::StepRecord& step : *before) {
+      was.emplace(step.id, &step);
+    }
+    const std::size_t n = plan.steps.size();
+    std::vector<char>& kept = scheduler_options.kept;
+    kept.assign(n, 0);
+    scheduler_options.prior_attempts.assign(n, 0);
+    for (std::size_t i = 0; i < n; ++i) {
+      const std::string& id = plan.steps[i].id;
+      if (auto it = now.find(id); it != now.end()) {
+        const core::StepStatus status = it->second->status;
+        kept[i] = status == core::StepStatus::succeeded || status == core::StepStatus::cached ? 1 : 0;
+        scheduler_options.prior_attempts[i] = it->second->attempts;
+      }
+      // A partial run stays partial: what it left out is left out again.
+      if (auto it = was.find(id); it != was.end() && it->second->status == core::StepStatus::skipped &&
+                                  it->second->reason.starts_with(k_unselected)) {
+        scheduler_options.selected.resize(n, 1);
+        scheduler_options.selected[i] = 0;
+        scheduler_options.unselected_reason = it->second->reason;
+      }
+    }
+    // A kept step's cache key is not in the decider, which would key the
+    // cached steps after it on a blank: those run rather than risk a wrong
+    // hit, and so (their keys being off too) do the cached steps after them.
+    for (int i : plan.order) {
+      if (!plan.steps[i].cache || kept[i]) {
+        continue;
+      }
+      for (int need : plan.steps[i].needs) {
+        if ((kept[need] && plan.steps[need].cache) || forced[need]) {
+          forced[i] = 1;
+        }
+      }
+    }
+  };
+  return execute_session(store, *executor, std::move(workflow), *reopened, session);
 }
 
 } // namespace kiln::cli

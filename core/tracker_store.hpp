@@ -301,6 +301,26 @@ struct PastExecution {
   StepCache cache;
 };
 
+// ---- Resume ----
+
+/// A new session of a run that did not succeed (see reopen_run).
+struct RunReopen {
+  /// The process that runs the new session.
+  RunnerIdentity runner;
+  /// The resume's command line, kept in the tag kiln.resume.command (the
+  /// run's command_line stays the one that started it).
+  std::string command_line;
+  /// The workflow's steps as the session runs them, in file order: each
+  /// recorded step must be among them (its kind, needs and position follow
+  /// them); one not recorded is added, pending.
+  std::vector<NewStep> steps;
+  /// Set when the session runs a changed workflow file (--allow-changed):
+  /// its content and hash replace the run's, so a later resume compares
+  /// against what this session ran.
+  std::optional<std::string> workflow_content;
+  std::string workflow_hash;
+};
+
 class TrackerStore {
 public:
   /// The schema version this build writes; stores up to it open.
@@ -511,6 +531,19 @@ public:
                                                   std::string_view key, std::int64_t before_run);
   Expected<std::unordered_map<std::string, MemoEntry>> load_hash_memo();
   Expected<void> save_hash_memo(const std::vector<std::pair<std::string, MemoEntry>>& entries);
+
+  // ---- Resume ----
+
+  /// Continues a failed, cancelled or crashed run in place, in one
+  /// transaction: status running, exit_code and ended_ms cleared, the
+  /// runner replaced; its succeeded and cached steps stay as they are,
+  /// every other one goes back to pending (reason and ended_ms cleared,
+  /// attempts and their rows kept, so new attempts number after them); tag
+  /// kiln.resumed counts the resumes and kiln.resume.command holds the
+  /// latest one's command line. What was pushed of the run and of the reset
+  /// steps is marked to be sent again. A run that is running or succeeded
+  /// is refused (checked under the write lock: of two resumes, one wins).
+  Expected<RunRecord> reopen_run(std::int64_t run, const RunReopen& reopen);
 
   /// dir/logs/<run id>/<step>.<attempt>.<stream>; stream is "out" or "err".
   std::filesystem::path log_path(std::string_view run_id, std::string_view step, int attempt,
