@@ -354,3 +354,293 @@ TEST_SUITE("core::Scheduler") {
     CHECK(h.clock.since_start() == 1000ms);
   }
 }
+
+// Trigger rules, step hooks (conditions, caching, gates) and resumed runs.
+TEST_SUITE("core::Scheduler") {
+  /// Decides per step id as told, and records what it was asked.
+  struct FakeHooks final : core::StepHooks {
+    const core::Plan* plan = nullptr;
+    std::map<std::string, core::StartDecision> decisions;
+    /// What verify() says, per step id ("" = the step stands).
+    std::map<std::string, std::string> verdicts;
+    /// Each prepare(): "ID", with " after failure" when failure_upstream,
+    /// then each need's status as the scheduler reports it.
+    std::vector<std::string> prepared;
+    std::map<std::string, int> verified;
+
+    core::StartDecision prepare(int step, bool failure_upstream,
+                                const std::function<StepStatus(int)>& status) override {
+      const auto& planned = plan->steps[step];
+      std::string entry = planned.id + (failure_upstream ? " after failure" : "");
+      for (int need : planned.needs) {
+        entry += " " + plan->steps[need].id + "=" + std::string(core::to_string(status(need)));
+      }
+      prepared.push_back(entry);
+      auto it = decisions.find(planned.id);
+      return it == decisions.end() ? core::StartDecision{} : it->second;
+    }
+    std::string verify(int step, int /*attempt*/) override {
+      const std::string& id = plan->steps[step].id;
+      ++verified[id];
+      auto it = verdicts.find(id);
+      return it == verdicts.end() ? "" : it->second;
+    }
+  };
+
+  core::RunResult run_with_hooks(Harness & h, FakeHooks & hooks) {
+    hooks.plan = &h.plan;
+    core::Scheduler scheduler(
+        h.plan, h.executor, h.clock, h.recorder,
+        [](int step, int attempt) {
+          return std::pair{"out" + std::to_string(step) + "." + std::to_string(attempt), std::string("err")};
+        },
+        h.options);
+    scheduler.set_collector(h.collector);
+    scheduler.set_hooks(&hooks);
+    return scheduler.run();
+  }
+
+  core::StartDecision decide(core::StartDecision::Action action, std::string reason) {
+    core::StartDecision d;
+    d.action = action;
+    d.reason = std::move(reason);
+    return d;
+  }
+
+  bool has_event(const Harness& h, const std::string& event) {
+    return std::find(h.recorder.events.begin(), h.recorder.events.end(), event) != h.recorder.events.end();
+  }
+
+  TEST_CASE("a failure() step is skipped when nothing upstream failed") {
+    auto plan = make_plan({{"train", {}}, {"notify", {0}}});
+    plan.steps[1].trigger = core::Trigger::failure;
+    Harness h(plan);
+    auto result = h.run();
+    CHECK(result.exit_code == 0);
+    CHECK(result.status == core::RunStatus::succeeded);
+    CHECK(h.start_order() == std::vector<std::string>{"train"});
+    CHECK(result.steps[1] == StepStatus::skipped);
+    CHECK(h.recorder.reasons["notify"] == "runs only when a step upstream fails, and none did");
+  }
+
+  TEST_CASE("a failure() step runs after an upstream failure, also through steps skipped for it") {
+    // train fails; evaluate is skipped for it; notify needs only evaluate.
+    auto plan = make_plan({{"train", {}}, {"evaluate", {0}}, {"notify", {1}}});
+    plan.steps[2].trigger = core::Trigger::failure;
+    Harness h(plan);
+    h.executor.scripts["train"] = {{1000ms, 2}};
+    FakeHooks hooks;
+    auto result = run_with_hooks(h, hooks);
+    CHECK(result.exit_code == 1);
+    CHECK(result.status == core::RunStatus::failed);
+    CHECK(h.start_order() == std::vector<std::string>{"train", "notify"});
+    CHECK(result.steps == std::vector<StepStatus>{StepStatus::failed, StepStatus::skipped, StepStatus::succeeded});
+    CHECK(h.recorder.reasons["evaluate"] == "needs 'train', which failed");
+    // The hook hears that something upstream failed, and evaluate's status.
+    CHECK(hooks.prepared == std::vector<std::string>{"train", "notify after failure evaluate=skipped"});
+  }
+
+  TEST_CASE("failure() looks upstream only: a failure elsewhere does not start it") {
+    auto plan = make_plan({{"broken", {}}, {"fine", {}}, {"notify", {1}}});
+    plan.steps[2].trigger = core::Trigger::failure;
+    Harness h(plan);
+    h.options.keep_going = core::KeepGoing::yes;
+    h.executor.scripts["broken"] = {{10ms, 1}};
+    auto result = h.run();
+    CHECK(result.exit_code == 1);
+    CHECK(result.steps == std::vector<StepStatus>{StepStatus::failed, StepStatus::succeeded, StepStatus::skipped});
+    CHECK(h.recorder.reasons["notify"] == "runs only when a step upstream fails, and none did");
+  }
+
+  TEST_CASE("an always() step runs after a failure without --keep-going; a ready ordinary step does not start") {
+    // One job at a time: fail starts first (longest chain), other and report wait.
+    auto plan = make_plan({{"fail", {}}, {"cleanup", {0}}, {"other", {}}, {"report", {}}});
+    plan.steps[1].trigger = core::Trigger::always;
+    plan.steps[3].trigger = core::Trigger::always;
+    Harness h(plan);
+    h.options.jobs = 1;
+    h.executor.scripts["fail"] = {{1000ms, 2}};
+    FakeHooks hooks;
+    auto result = run_with_hooks(h, hooks);
+    CHECK(result.exit_code == 1);
+    CHECK(result.status == core::RunStatus::failed);
+    CHECK(h.start_order() == std::vector<std::string>{"fail", "cleanup", "report"});
+    CHECK(result.steps == std::vector<StepStatus>{StepStatus::failed, StepStatus::succeeded, StepStatus::skipped,
+                                                  StepStatus::succeeded});
+    CHECK(h.recorder.reasons["other"] ==
+          "not started: the run stopped after 'fail' failed (--keep-going runs what does not depend on it)");
+    CHECK(std::find(hooks.prepared.begin(), hooks.prepared.end(), "cleanup after failure fail=failed") !=
+          hooks.prepared.end());
+  }
+
+  TEST_CASE("an always() step runs after a need was skipped or succeeded alike") {
+    auto plan = make_plan({{"a", {}}, {"b", {}}, {"after_both", {0, 1}}});
+    plan.steps[2].trigger = core::Trigger::always;
+    Harness h(plan);
+    FakeHooks hooks;
+    hooks.decisions["a"] = decide(core::StartDecision::Action::skip, "condition false: params.fast");
+    auto result = run_with_hooks(h, hooks);
+    CHECK(result.exit_code == 0);
+    CHECK(result.steps == std::vector<StepStatus>{StepStatus::skipped, StepStatus::succeeded, StepStatus::succeeded});
+    CHECK(std::find(hooks.prepared.begin(), hooks.prepared.end(), "after_both a=skipped b=succeeded") !=
+          hooks.prepared.end());
+  }
+
+  TEST_CASE("hooks decide: skipped skips its dependents, cached lets them run, failed fails the run") {
+    auto plan = make_plan(
+        {{"s", {}}, {"s_child", {0}}, {"c", {}}, {"c_child", {2}}, {"f", {}}, {"f_child", {4}}, {"plain", {}}});
+    Harness h(plan);
+    h.options.keep_going = core::KeepGoing::yes;
+    FakeHooks hooks;
+    hooks.decisions["s"] =
+        decide(core::StartDecision::Action::skip, "condition false: params.deploy (params.deploy = false)");
+    hooks.decisions["c"] = decide(core::StartDecision::Action::cached, "unchanged since run 4");
+    hooks.decisions["f"] = decide(core::StartDecision::Action::fail, "w.yaml:3:11: when: division by zero");
+    auto result = run_with_hooks(h, hooks);
+    CHECK(result.exit_code == 1);
+    CHECK(result.status == core::RunStatus::failed);
+    CHECK(result.steps == std::vector<StepStatus>{StepStatus::skipped, StepStatus::skipped, StepStatus::cached,
+                                                  StepStatus::succeeded, StepStatus::failed, StepStatus::skipped,
+                                                  StepStatus::succeeded});
+    auto started = h.start_order();
+    std::sort(started.begin(), started.end());
+    CHECK(started == std::vector<std::string>{"c_child", "plain"});
+    CHECK(h.recorder.reasons["s"] == "condition false: params.deploy (params.deploy = false)");
+    CHECK(h.recorder.reasons["s_child"] == "needs 's', which was skipped");
+    CHECK(h.recorder.reasons["c"] == "unchanged since run 4");
+    CHECK(h.recorder.reasons["f"] == "w.yaml:3:11: when: division by zero");
+    CHECK(h.recorder.reasons["f_child"] == "needs 'f', which failed");
+    // Steps skipped for a need are not asked about; c_child sees c as cached.
+    CHECK(std::count_if(hooks.prepared.begin(), hooks.prepared.end(), [](const std::string& p) {
+            return p.starts_with("s_child") || p.starts_with("f_child");
+          }) == 0);
+    CHECK(std::find(hooks.prepared.begin(), hooks.prepared.end(), "c_child c=cached") != hooks.prepared.end());
+    // Neither skipped nor cached steps ran, so nothing was verified for them.
+    CHECK(hooks.verified.count("c") == 0);
+    CHECK(hooks.verified["c_child"] == 1);
+  }
+
+  TEST_CASE("a run of skipped and cached steps succeeds; a failed decision without --keep-going stops the run") {
+    {
+      auto plan = make_plan({{"c", {}}, {"child", {0}}, {"s", {}}});
+      Harness h(plan);
+      FakeHooks hooks;
+      hooks.decisions["c"] = decide(core::StartDecision::Action::cached, "unchanged since run 1");
+      hooks.decisions["s"] = decide(core::StartDecision::Action::skip, "condition false: false");
+      auto result = run_with_hooks(h, hooks);
+      CHECK(result.exit_code == 0);
+      CHECK(result.status == core::RunStatus::succeeded);
+      CHECK(h.start_order() == std::vector<std::string>{"child"});
+    }
+    {
+      // Both are ready at once: whichever is decided first, later never starts.
+      auto plan = make_plan({{"f", {}}, {"later", {}}});
+      Harness h(plan);
+      h.options.jobs = 1;
+      FakeHooks hooks;
+      hooks.decisions["f"] = decide(core::StartDecision::Action::fail, "cannot render the command: no step 'x'");
+      auto result = run_with_hooks(h, hooks);
+      CHECK(result.exit_code == 1);
+      CHECK(result.steps == std::vector<StepStatus>{StepStatus::failed, StepStatus::skipped});
+      CHECK(h.executor.starts.empty());
+    }
+  }
+
+  TEST_CASE("a command resolved by the hooks replaces the plan's env, and KILN_OUTPUTS sits beside stdout") {
+    auto plan = make_plan({{"use", {}}});
+    plan.steps[0].env = {"WHAT=planned"};
+    Harness h(plan);
+    FakeHooks hooks;
+    core::StartDecision resolved;
+    resolved.command = core::ResolvedCommand{{"/bin/sh", "-c", "echo resolved"}, "echo resolved", {"WHAT=resolved"}};
+    hooks.decisions["use"] = resolved;
+    auto result = run_with_hooks(h, hooks);
+    CHECK(result.exit_code == 0);
+    REQUIRE(h.executor.starts.size() == 1);
+    const auto& env = h.executor.starts[0].env;
+    CHECK(std::find(env.begin(), env.end(), "WHAT=resolved") != env.end());
+    CHECK(std::find(env.begin(), env.end(), "WHAT=planned") == env.end());
+    CHECK(std::find(env.begin(), env.end(), "KILN_OUTPUTS=out0.1.outputs") != env.end());
+  }
+
+  TEST_CASE("a verify() failure is final: not retried even with retries left, and its dependents are skipped") {
+    auto plan = make_plan({{"check", {}}, {"deploy", {0}}});
+    plan.steps[0].kind = core::StepKind::evaluate;
+    plan.steps[0].retries = {.limit = 3, .delay = 10ms};
+    Harness h(plan);
+    FakeHooks hooks;
+    hooks.verdicts["check"] = "gate failed: accuracy >= 0.9 (accuracy = 0.8)";
+    auto result = run_with_hooks(h, hooks);
+    CHECK(result.exit_code == 1);
+    CHECK(result.status == core::RunStatus::failed);
+    CHECK(h.executor.starts.size() == 1);
+    CHECK(hooks.verified["check"] == 1);
+    CHECK(h.recorder.retries.empty());
+    REQUIRE(h.recorder.outcomes.size() == 1);
+    CHECK(h.recorder.outcomes[0].final);
+    CHECK(h.recorder.outcomes[0].exit_code == 0);
+    CHECK(h.recorder.reasons["check"] == "gate failed: accuracy >= 0.9 (accuracy = 0.8)");
+    CHECK(result.steps[1] == StepStatus::skipped);
+    CHECK(h.recorder.reasons["deploy"] == "needs 'check', which failed");
+  }
+
+  TEST_CASE("verify() is asked only about attempts that exited 0 and were collected; those failures still retry") {
+    auto plan = make_plan({{"check", {}}});
+    plan.steps[0].retries = {.limit = 3, .delay = 10ms};
+    Harness h(plan);
+    // Attempt 1 exits 1, attempt 2 fails collection, attempt 3 stands.
+    h.executor.scripts["check"] = {{1ms, 1}, {1ms, 0}};
+    Collector collector;
+    collector.failures = 1;
+    h.collector = &collector;
+    FakeHooks hooks;
+    auto result = run_with_hooks(h, hooks);
+    CHECK(result.exit_code == 0);
+    CHECK(h.executor.starts.size() == 3);
+    CHECK(collector.calls[0] == 2);
+    CHECK(hooks.verified["check"] == 1);
+    CHECK(h.recorder.retries.size() == 2);
+    CHECK(std::none_of(h.recorder.outcomes.begin(), h.recorder.outcomes.end(),
+                       [](const core::AttemptOutcome& o) { return o.final; }));
+  }
+
+  TEST_CASE("a resumed run takes kept steps as done without reporting them, and numbers attempts after earlier ones") {
+    // a and d were done in an earlier session; b had failed twice there.
+    auto plan = make_plan({{"a", {}}, {"b", {0}}, {"c", {1}}, {"d", {}}});
+    plan.steps[1].retries = {.limit = 1, .delay = 10ms};
+    Harness h(plan);
+    h.options.kept = {1, 0, 0, 1};
+    h.options.prior_attempts = {1, 2, 0, 1};
+    // Scripts are indexed by attempt number: b's third attempt fails, its fourth succeeds.
+    h.executor.scripts["b"] = {{1ms, 1}, {1ms, 1}, {1ms, 1}, {1ms, 0}};
+    FakeHooks hooks;
+    auto result = run_with_hooks(h, hooks);
+    CHECK(result.exit_code == 0);
+    CHECK(result.status == core::RunStatus::succeeded);
+    CHECK(result.steps == std::vector<StepStatus>(4, StepStatus::succeeded));
+    CHECK(h.start_order() == std::vector<std::string>{"b", "b", "c"});
+    CHECK(h.executor.starts[0].attempt == 3);
+    CHECK(h.executor.starts[1].attempt == 4);
+    CHECK(h.executor.starts[2].attempt == 1);
+    const auto& env = h.executor.starts[0].env;
+    CHECK(std::find(env.begin(), env.end(), "KILN_ATTEMPT=3") != env.end());
+    CHECK(std::find(env.begin(), env.end(), "KILN_OUTPUTS=out1.3.outputs") != env.end());
+    CHECK(has_event(h, "b#3 fail"));
+    CHECK(has_event(h, "b#4 ok"));
+    // Kept steps: never prepared, started or reported again.
+    CHECK(hooks.prepared == std::vector<std::string>{"b a=succeeded", "c b=succeeded"});
+    CHECK(h.recorder.reasons.count("a") == 0);
+    CHECK(h.recorder.reasons.count("d") == 0);
+    CHECK(std::none_of(h.recorder.events.begin(), h.recorder.events.end(),
+                       [](const std::string& e) { return e.starts_with("a") || e.starts_with("d"); }));
+  }
+
+  TEST_CASE("a resumed run whose every step was kept runs nothing and succeeds") {
+    Harness h(make_plan({{"a", {}}, {"b", {0}}}));
+    h.options.kept = {1, 1};
+    auto result = h.run();
+    CHECK(result.exit_code == 0);
+    CHECK(h.executor.starts.empty());
+    CHECK(h.recorder.events.empty());
+  }
+}
