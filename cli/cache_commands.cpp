@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <limits>
 
@@ -47,6 +48,13 @@ int status_command(const GlobalOptions& global, const WorkflowOptions& options, 
     return k_exit_usage;
   }
   std::unique_ptr<core::TrackerStore> store;
+  std::error_code missing;
+  if (!std::filesystem::exists(store_directory(global.store) / "kiln.db", missing)) {
+    // No store yet: nothing was ever run here, so everything would run.
+    std::cout << workflow->name << ": " << plan->steps.size() << " of " << plan->steps.size()
+              << " steps would run (no runs recorded yet in " << store_directory(global.store).string() << ")\n";
+    return k_exit_ok;
+  }
   if (int status = open_history(global, store); status != k_exit_ok) {
     return status;
   }
@@ -233,8 +241,12 @@ int why_command(const GlobalOptions& global, const std::string& run_ref, const s
             ? "has no cache key: it never became ready" + (record->reason.empty() ? "" : " (" + record->reason + ")")
             : "has no cache key: it is not cached (declare its inputs and outputs, or set cache: true)";
   } else if ((*cache)->cached_from) {
-    verdict = "was cached: its key matched run " + std::to_string(*(*cache)->cached_from) + "'s execution";
     compared = (*cache)->cached_from;
+    verdict = "was cached: its key matched run " + std::to_string(*(*cache)->cached_from) + "'s execution";
+    if (record->status != core::StepStatus::cached) {
+      verdict = status + ": its key matched run " + std::to_string(*(*cache)->cached_from) + "'s execution" +
+                (record->reason.empty() ? "" : ", but " + record->reason);
+    }
   } else {
     auto past = store.last_execution(run.workflow_name, step, run.number);
     if (!past) {

@@ -4,9 +4,9 @@
 #include "cli/commands.hpp"
 #include "cli/console.hpp"
 #include "cli/console_reporter.hpp"
-#include "cli/push.hpp"
 #include "cli/context.hpp"
 #include "cli/history.hpp"
+#include "cli/push.hpp"
 #include "core/hash.hpp"
 #include "core/plan.hpp"
 #include "core/run_recorder.hpp"
@@ -385,9 +385,11 @@ int run_command(const GlobalOptions& global, const RunOptions& options, int argc
       for (const std::string& name : *names) {
         if (workflow->step(name) == nullptr) {
           std::fprintf(stderr, "kiln: error: %s %s: no step '%s' in %s%s\n",
-                       names == &options.only ? "--only" : names == &options.from ? "--from" : "--force",
-                       name.c_str(), name.c_str(),
-                       options.workflow.file.c_str(), workflows::did_you_mean(name, ids).c_str());
+                       names == &options.only   ? "--only"
+                       : names == &options.from ? "--from"
+                                                : "--force",
+                       name.c_str(), name.c_str(), options.workflow.file.c_str(),
+                       workflows::did_you_mean(name, ids).c_str());
           return k_exit_usage;
         }
       }
@@ -533,6 +535,9 @@ int execute_session(core::TrackerStore& store, core::Executor& executor, std::op
     }
   }
   core::StepDecider decider(store, *plan, workflow_name, std::move(forced), memo);
+  // Steps kept from an earlier session: their keys (and where a cached one
+  // came from) count for the steps after them.
+  decider.adopt_recorded(scheduler_options.kept);
   core::ObserverList observers({&tracking, &recorder, &decider, &console});
   core::Scheduler scheduler(
       *plan, executor, clock, observers,
@@ -739,19 +744,6 @@ int resume_command(const GlobalOptions& global, const ResumeOptions& options, in
         scheduler_options.selected.resize(n, 1);
         scheduler_options.selected[i] = 0;
         scheduler_options.unselected_reason = it->second->reason;
-      }
-    }
-    // A kept step's cache key is not in the decider, which would key the
-    // cached steps after it on a blank: those run rather than risk a wrong
-    // hit, and so (their keys being off too) do the cached steps after them.
-    for (int i : plan.order) {
-      if (!plan.steps[i].cache || kept[i]) {
-        continue;
-      }
-      for (int need : plan.steps[i].needs) {
-        if ((kept[need] && plan.steps[need].cache) || forced[need]) {
-          forced[i] = 1;
-        }
       }
     }
   };

@@ -130,7 +130,9 @@ void Scheduler::became_ready(int step) {
   }
   const PlannedStep& planned = m_plan.steps[step];
   StepState& state = m_steps[step];
-  if (planned.trigger == Trigger::failure && !state.failure_upstream) {
+  // With hooks, the condition itself decides (`not failure()` must be able
+  // to run); without, the trigger stands for it.
+  if (m_hooks == nullptr && planned.trigger == Trigger::failure && !state.failure_upstream) {
     settle(step, StepStatus::skipped, "runs only when a step upstream fails, and none did");
     return;
   }
@@ -357,7 +359,8 @@ void Scheduler::attempt_ended(int step, const AttemptOutcome& outcome) {
     reason = "exit code " + std::to_string(outcome.exit_code.value_or(-1));
   }
   if (state.attempt > 1) {
-    reason += " (attempt " + std::to_string(state.attempt) + " of " + std::to_string(planned.retries.limit + 1) + ")";
+    reason += " (attempt " + std::to_string(attempt) + " of " +
+              std::to_string(state.prior_attempts + planned.retries.limit + 1) + ")";
   }
   fail_step(step, reason);
 }

@@ -47,6 +47,9 @@ std::string describe(std::string_view component, const nlohmann::json* before, c
     if (a.starts_with("missing")) {
       return "input " + name + " is " + a;
     }
+    if (b.starts_with("missing")) {
+      return "input " + name + " is there now (it was " + b + ")";
+    }
     return "input " + name + " changed (sha256 " + b.substr(0, 12) + " -> " + a.substr(0, 12) + ")";
   }
   if (what == "upstream") {

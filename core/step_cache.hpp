@@ -47,8 +47,9 @@ CacheKey compute_cache_key(const Plan& plan, const PlannedStep& step, const std:
 std::string input_problem(const std::vector<InputFile>& inputs);
 
 /// What differs from `before` to `after`, one readable line per component,
-/// inputs first: "input data/iris.csv changed", "param C: 1 -> 10",
-/// "upstream 'prepare' changed", "command changed: ...". Empty when equal.
+/// inputs first: "input data/iris.csv changed (sha256 ... -> ...)",
+/// "param C: 1 -> 10", "upstream step 'prepare' changed (its key differs)",
+/// "command: A -> B". Empty when equal.
 std::vector<std::string> explain_changes(const nlohmann::json& before, const nlohmann::json& after);
 
 } // namespace kiln::core

@@ -119,6 +119,24 @@ StepDecider::StepDecider(TrackerStore& store, const Plan& plan, std::string work
   }
 }
 
+void StepDecider::adopt_recorded(const std::vector<char>& kept) {
+  for (std::size_t i = 0; i < kept.size() && i < m_plan.steps.size(); ++i) {
+    if (!kept[i]) {
+      continue;
+    }
+    auto cache = m_store.step_cache(m_plan.run_number, m_plan.steps[i].id);
+    if (!cache) {
+      m_errors.push_back(cache.error());
+      continue;
+    }
+    // (A kept cached step's outputs and metrics were copied into this run
+    // when it was found cached: it is read like a step that ran.)
+    if (*cache) {
+      m_keys[i] = (*cache)->key;
+    }
+  }
+}
+
 std::optional<int> StepDecider::index_of(std::string_view id) const {
   const auto it = m_index.find(id);
   return it == m_index.end() ? std::nullopt : std::optional<int>(it->second);

@@ -69,6 +69,10 @@ public:
   StepDecider(TrackerStore& store, const Plan& plan, std::string workflow_name, std::vector<char> forced,
               InMemoryHashMemo& memo);
 
+  /// Takes the recorded keys of the steps marked (kept from an earlier
+  /// session of a resumed run), for the keys of the steps after them.
+  void adopt_recorded(const std::vector<char>& kept);
+
   StartDecision prepare(int step, bool failure_upstream, const std::function<StepStatus(int)>& status) override;
   std::string verify(int step, int attempt) override;
   void before_wait() override { flush(); }

@@ -290,11 +290,12 @@ struct CacheDecision {
 struct CacheHit {
   std::int64_t run = 0;
   std::string step;
-  /// Its declared outputs as recorded (every kind but logged), with their hashes.
+  /// Its declared outputs as recorded (every kind but logged), with their
+  /// hashes; filled by core::look_up_cache, not by the store.
   std::vector<ArtifactRecord> outputs;
 };
 
-/// The latest earlier execution of a step (succeeded or cached).
+/// The latest earlier execution of a step that ran and succeeded.
 struct PastExecution {
   std::int64_t run = 0;
   StepStatus status = StepStatus::succeeded;
@@ -518,7 +519,7 @@ public:
   Expected<std::optional<CacheHit>> find_cache_hit(std::string_view key, std::int64_t except_run);
   Expected<std::optional<StepCache>> step_cache(std::int64_t run, std::string_view step);
   /// The newest execution of `step` in a run of `workflow` before
-  /// `before_run` that succeeded or was cached and has a key.
+  /// `before_run` that succeeded (ran, rather than was cached) and has a key.
   Expected<std::optional<PastExecution>> last_execution(std::string_view workflow, std::string_view step,
                                                         std::int64_t before_run);
   /// Replaces the step's outputs.

@@ -88,9 +88,11 @@ struct Condition {
 
 /// When a step may start, by what its needs did. Derived from the status
 /// functions its `when:` calls (GitHub Actions' model): none means
-/// `success()`, all needs succeeded (or were cached); `failure()` alone runs
-/// it only when a step upstream failed; `always()` (or a mix) runs it
-/// whatever happened, and the condition decides.
+/// `success()`, all needs succeeded (or were cached), and the step is
+/// skipped as soon as one did not; with any of them the step waits for all
+/// its needs, whatever happened, and the condition decides. `failure` (it
+/// calls only failure()) lets a scheduler without a condition evaluator run
+/// it only after a failure upstream.
 enum class Trigger { success, failure, always };
 
 struct Step {

@@ -238,7 +238,7 @@ YAML
 echo 0.8 > acc.txt
 expect_exit 0 "$KILN" run g.yaml
 expect_output "deploy skipped: condition false: steps.check.metrics.accuracy > 0.85 (steps.check.metrics.accuracy = 0.8)"
-expect_output "notify skipped: runs only when a step upstream fails, and none did"
+expect_output "notify skipped: condition false: failure()"
 expect_output "never skipped: condition false: false"
 expect_statuses "train=succeeded check=succeeded deploy=skipped cleanup=succeeded notify=skipped never=skipped"
 expect_json '[s["reason"] for s in d["step_list"] if s["id"] in ("deploy", "never")]' \
@@ -339,5 +339,29 @@ expect_json '[s["reason"] for s in d["step_list"] if s["id"] == "reader"][0]' \
   "cannot render the command: step 'writer' wrote no output 'b' to KILN_OUTPUTS"
 expect_json '[s["reason"] for s in d["step_list"] if s["id"] == "typo"][0].startswith("KILN_OUTPUTS (")' True
 expect_sql "SELECT count(*) FROM step_outputs WHERE run = (SELECT max(number) FROM runs) AND step = 'typo'" 0
+
+# A condition that calls failure() is evaluated as written: `not failure()`
+# runs when nothing failed, and `failure() or ...` can be true without one.
+cat > neg.yaml <<'YAML'
+name: neg
+steps:
+  a:
+    run: "true"
+  quiet:
+    needs: [a]
+    when: not failure()
+    run: echo quiet
+  either:
+    needs: [a]
+    when: failure() or steps.a.status == 'succeeded'
+    run: echo either
+YAML
+expect_exit 0 "$KILN" run neg.yaml
+expect_statuses "a=succeeded quiet=succeeded either=succeeded"
+
+# kiln status before anything ran here: every step would run.
+mkdir fresh && cp neg.yaml fresh/
+expect_exit 0 "$KILN" status fresh/neg.yaml --store "$work/fresh-store"
+expect_output "3 of 3 steps would run (no runs recorded yet"
 
 echo "conditions_cache: ok"

@@ -30,8 +30,8 @@ import urllib.request
 
 MAX_PARAM = 6000
 MAX_TAG = 5000
-RUN_STATUS = {"succeeded": "FINISHED", "failed": "FAILED", "crashed": "FAILED", "cancelled": "KILLED"}
-STEP_STATUS = {"succeeded": "FINISHED", "failed": "FAILED", "skipped": "KILLED", "cancelled": "KILLED",
+RUN_STATUS = {"succeeded": "FINISHED", "cached": "FINISHED", "failed": "FAILED", "crashed": "FAILED", "cancelled": "KILLED"}
+STEP_STATUS = {"succeeded": "FINISHED", "cached": "FINISHED", "failed": "FAILED", "skipped": "KILLED", "cancelled": "KILLED",
                "pending": "KILLED"}
 
 problems = []
