@@ -1,5 +1,5 @@
-#include <algorithm>
 #include "cli/app.hpp"
+#include <algorithm>
 
 #include "cli/commands.hpp"
 
@@ -26,6 +26,21 @@ void add_output_option(CLI::App* command, OutputFormat& format, std::vector<Outp
       ->check(CLI::IsMember(names))
       ->type_name("FORMAT")
       ->default_str(std::string(to_string(format)));
+}
+
+void add_resource_options(CLI::App* command, ResourceOptions& options) {
+  command->add_option("--cpus", options.cpus, "CPUs steps' resources.cpus count against (default: the machine's)")
+      ->check(CLI::Range(1, 4096));
+  command
+      ->add_option("--memory", options.memory,
+                   "Memory steps' resources.memory count against, e.g. 16G "
+                   "(default: the machine's)")
+      ->type_name("SIZE");
+  command
+      ->add_option("--gpus", options.gpus,
+                   "GPUs to give steps: a count or device ids, e.g. 0,1 "
+                   "(default: what nvidia-smi lists)")
+      ->type_name("N|IDS");
 }
 
 void add_workflow_options(CLI::App* command, WorkflowOptions& options) {
@@ -79,6 +94,7 @@ int main(int argc, char** argv) {
   auto* run = app.add_subcommand("run", "Run a workflow and record it");
   add_workflow_options(run, run_options.workflow);
   run->add_option("-j,--jobs", run_options.jobs, "Steps at once (default: number of CPUs)")->check(CLI::Range(1, 4096));
+  add_resource_options(run, run_options.resources);
   run->add_flag("-k,--keep-going", run_options.keep_going,
                 "After a failure, run every step that does not depend on it");
   run->add_option("--executor", run_options.executor, "Where steps run")->check(CLI::IsMember({"local"}));
@@ -116,6 +132,7 @@ int main(int argc, char** argv) {
   resume->add_option("run", resume_options.run, "Run number, id, unique id prefix, or 'last'")->required();
   resume->add_flag("--allow-changed", resume_options.allow_changed,
                    "Resume even though the workflow file changed, with the file as it is now");
+  add_resource_options(resume, resume_options.resources);
   resume->add_option("-j,--jobs", resume_options.jobs, "Steps at once (default: number of CPUs)")
       ->check(CLI::Range(1, 4096));
   resume->add_flag("-k,--keep-going", resume_options.keep_going,
@@ -150,8 +167,9 @@ int main(int argc, char** argv) {
                    "MLflow experiment (default: the workflow's, $MLFLOW_EXPERIMENT_NAME, the workflow's name)")
       ->type_name("NAME");
   push->add_flag("--pending", push_options.pending, "Every finished run not yet fully pushed");
-  push->add_flag("--dry-run", push_options.dry_run, "Say what would be sent, and what must be changed to fit "
-                                                    "MLflow's limits, without sending anything");
+  push->add_flag("--dry-run", push_options.dry_run,
+                 "Say what would be sent, and what must be changed to fit "
+                 "MLflow's limits, without sending anything");
   push->add_flag("-v,--verbose", push_options.verbose, "Trace each HTTP request on stderr (never credentials)");
   push->add_option("--connections", push_options.connections, "Parallel connections for steps and artifacts")
       ->check(CLI::Range(1, 16));

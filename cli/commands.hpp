@@ -33,8 +33,17 @@ struct WorkflowOptions {
   std::optional<std::string> content;
 };
 
+/// --cpus, --memory, --gpus: what steps' resources are counted against;
+/// detected from the machine when not given.
+struct ResourceOptions {
+  int cpus = 0;
+  std::string memory;
+  std::string gpus;
+};
+
 struct RunOptions {
   WorkflowOptions workflow;
+  ResourceOptions resources;
   int jobs = 0;
   bool keep_going = false;
   std::string executor = "local";
@@ -66,6 +75,7 @@ struct ResumeOptions {
   std::string run;
   /// Resume with the workflow file as it is now, though it changed.
   bool allow_changed = false;
+  ResourceOptions resources;
   int jobs = 0;
   bool keep_going = false;
   bool no_push = false;

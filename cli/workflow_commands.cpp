@@ -7,6 +7,7 @@
 #include "cli/context.hpp"
 #include "cli/history.hpp"
 #include "cli/push.hpp"
+#include "core/duration.hpp"
 #include "core/hash.hpp"
 #include "core/plan.hpp"
 #include "core/run_recorder.hpp"
@@ -15,6 +16,7 @@
 #include "core/tracker_store.hpp"
 #include "core/tracking_recorder.hpp"
 #include "plugins/executors.hpp"
+#include "plugins/machine.hpp"
 #include "plugins/process_identity.hpp"
 #include "workflows/suggest.hpp"
 #include "workflows/workflow_loader.hpp"
@@ -41,9 +43,31 @@ namespace kiln::cli {
 
 namespace {
 
-int machine_cpus() {
-  const long n = sysconf(_SC_NPROCESSORS_ONLN);
-  return n > 0 ? static_cast<int>(n) : 1;
+/// The machine's capacity, with what --cpus, --memory and --gpus say instead.
+core::Expected<plugins::Capacity> capacity_for(const ResourceOptions& options, const core::Workflow& workflow) {
+  const bool wants_gpus = options.gpus.empty() && std::any_of(workflow.steps.begin(), workflow.steps.end(),
+                                                              [](const core::Step& s) { return s.resources.gpus > 0; });
+  plugins::Capacity capacity =
+      plugins::detect_capacity(wants_gpus ? plugins::DetectGpus::yes : plugins::DetectGpus::no);
+  if (options.cpus > 0) {
+    capacity.cpus = options.cpus;
+  }
+  if (!options.memory.empty()) {
+    auto bytes = core::parse_size(options.memory);
+    if (!bytes) {
+      return core::Error{"--memory " + options.memory + ": " + bytes.error()};
+    }
+    capacity.memory = *bytes;
+  }
+  if (!options.gpus.empty()) {
+    auto gpus = plugins::parse_gpus(options.gpus);
+    if (!gpus) {
+      return core::Error{gpus.error()};
+    }
+    capacity.gpus = std::move(*gpus);
+    capacity.gpu_source = "--gpus";
+  }
+  return capacity;
 }
 
 /// `text` as a JSON string. Escaped here rather than through a nlohmann
@@ -324,20 +348,29 @@ namespace {
 /// How the steps a partial run leaves out are recorded (skipped) begins.
 constexpr std::string_view k_unselected = "not selected (";
 
-/// Template errors (an unset env.X) in the workflow, caught before anything
-/// is recorded: false after printing them.
-bool plans_cleanly(const core::Workflow& workflow, const std::vector<std::string>& environment) {
+/// Template errors (an unset env.X) in the workflow, and steps asking for
+/// more than `capacity` holds, caught before anything is recorded: false
+/// after printing them.
+bool plans_cleanly(const core::Workflow& workflow, const std::vector<std::string>& environment,
+                   const plugins::Capacity& capacity) {
   core::PlanContext probe{"00000000000000000000000000000000", 0, "", environment};
-  if (auto plan = core::make_plan(workflow, probe); !plan) {
+  auto plan = core::make_plan(workflow, probe);
+  if (!plan) {
     std::fprintf(stderr, "%s\n", plan.error().c_str());
     return false;
   }
-  return true;
+  const std::vector<std::string> problems = plugins::check_capacity(*plan, capacity);
+  for (const std::string& problem : problems) {
+    std::fprintf(stderr, "%s: error: %s\n", workflow.file.c_str(), problem.c_str());
+  }
+  return problems.empty();
 }
 
 /// How a session of a run goes beside its plan: `kiln run`'s flags, or what
 /// `kiln resume` read from the store.
 struct Session {
+  /// What steps' resources count against.
+  plugins::Capacity capacity;
   int jobs = 0;
   bool keep_going = false;
   bool no_push = false;
@@ -395,7 +428,12 @@ int run_command(const GlobalOptions& global, const RunOptions& options, int argc
       }
     }
   }
-  if (!plans_cleanly(*workflow, process_environment())) {
+  auto capacity = capacity_for(options.resources, *workflow);
+  if (!capacity) {
+    std::fprintf(stderr, "kiln: error: %s\n", capacity.error().c_str());
+    return k_exit_usage;
+  }
+  if (!plans_cleanly(*workflow, process_environment(), *capacity)) {
     return k_exit_usage;
   }
   auto store = open_store(global.store);
@@ -410,7 +448,7 @@ int run_command(const GlobalOptions& global, const RunOptions& options, int argc
     return k_exit_usage;
   }
 
-  Session session{options.jobs, options.keep_going, options.no_push, core::SystemClock().wall_ms(), {}};
+  Session session{*capacity, options.jobs, options.keep_going, options.no_push, core::SystemClock().wall_ms(), {}};
   core::NewRun new_run = describe_run(*workflow, argc, argv, session.started_ms);
   new_run.tags.insert(new_run.tags.end(), tags.begin(), tags.end());
   auto run = (*store)->create_run(new_run);
@@ -502,10 +540,12 @@ int execute_session(core::TrackerStore& store, core::Executor& executor, std::op
   }
 
   core::SchedulerOptions scheduler_options;
-  scheduler_options.jobs = session.jobs > 0 ? session.jobs : machine_cpus();
-  // Steps count their resources.cpus against the machine's CPUs, but an
+  scheduler_options.jobs = session.jobs > 0 ? session.jobs : session.capacity.cpus;
+  // Steps count their resources.cpus against the capacity's CPUs, but an
   // explicit -j above that is a request (I/O-bound steps) and is honoured.
-  scheduler_options.cpus = std::max(machine_cpus(), scheduler_options.jobs);
+  scheduler_options.cpus = std::max(session.capacity.cpus, scheduler_options.jobs);
+  scheduler_options.memory = session.capacity.memory;
+  scheduler_options.gpus = session.capacity.gpus;
   scheduler_options.keep_going = session.keep_going ? core::KeepGoing::yes : core::KeepGoing::no;
   scheduler_options.seed = std::hash<std::string>{}(run.id);
   std::vector<char> forced(plan->steps.size(), 0);
@@ -679,7 +719,12 @@ int resume_command(const GlobalOptions& global, const ResumeOptions& options, in
       return k_exit_usage;
     }
   }
-  if (!plans_cleanly(*workflow, process_environment())) {
+  auto capacity = capacity_for(options.resources, *workflow);
+  if (!capacity) {
+    std::fprintf(stderr, "kiln: error: %s\n", capacity.error().c_str());
+    return k_exit_usage;
+  }
+  if (!plans_cleanly(*workflow, process_environment(), *capacity)) {
     return k_exit_usage;
   }
   // The executor that ran its attempts runs the new ones. From here on
@@ -701,7 +746,7 @@ int resume_command(const GlobalOptions& global, const ResumeOptions& options, in
     reopen.workflow_content = workflow->content;
     reopen.workflow_hash = workflow->content_hash;
   }
-  Session session{options.jobs, options.keep_going, options.no_push, core::SystemClock().wall_ms(), {}};
+  Session session{*capacity, options.jobs, options.keep_going, options.no_push, core::SystemClock().wall_ms(), {}};
   auto reopened = store.reopen_run(run.number, reopen);
   if (!reopened) {
     std::fprintf(stderr, "kiln: error: %s\n", reopened.error().c_str());

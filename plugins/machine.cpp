@@ -50,14 +50,16 @@ std::vector<std::string> nvidia_gpus() {
   return ids;
 }
 
-Capacity detect_capacity() {
+Capacity detect_capacity(DetectGpus gpus) {
   Capacity capacity;
   const long cpus = ::sysconf(_SC_NPROCESSORS_ONLN);
   capacity.cpus = cpus > 0 ? static_cast<int>(cpus) : 1;
   const long pages = ::sysconf(_SC_PHYS_PAGES);
   const long page_size = ::sysconf(_SC_PAGESIZE);
   capacity.memory = pages > 0 && page_size > 0 ? static_cast<std::int64_t>(pages) * page_size : 0;
-  capacity.gpus = nvidia_gpus();
+  if (gpus == DetectGpus::yes) {
+    capacity.gpus = nvidia_gpus();
+  }
   capacity.gpu_source = capacity.gpus.empty() ? "none" : "nvidia-smi";
   return capacity;
 }

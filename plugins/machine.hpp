@@ -23,8 +23,10 @@ struct Capacity {
   std::string gpu_source = "none";
 };
 
-/// Online CPUs, physical memory, and GPUs as nvidia-smi lists them.
-Capacity detect_capacity();
+enum class DetectGpus { no, yes };
+/// Online CPUs, physical memory, and with DetectGpus::yes the GPUs
+/// nvidia-smi lists (a process: asked only when some step wants GPUs).
+Capacity detect_capacity(DetectGpus gpus);
 
 /// The device ids `nvidia-smi --query-gpu=index --format=csv,noheader`
 /// prints; empty when it is not on the PATH or fails.
