@@ -406,6 +406,12 @@ void StepDecider::write_needs(int step, const std::function<StepStatus(int)>& st
     return;
   }
   auto typed_json = [](const std::string& text) {
+    // Whole numbers stay whole (C: 1 reads back as 1, not 1.0).
+    std::int64_t whole = 0;
+    const char* end = text.data() + text.size();
+    if (auto [ptr, ec] = std::from_chars(text.data(), end, whole); ec == std::errc{} && ptr == end && !text.empty()) {
+      return nlohmann::json(whole);
+    }
     const ExprValue v = typed(text);
     return v.is_number() ? nlohmann::json(v.as_number())
            : v.is_bool() ? nlohmann::json(v.as_bool())

@@ -46,9 +46,9 @@ using Names = std::vector<std::string_view>;
 
 const Names k_top_keys{"name", "description", "params", "env", "tags", "tracking", "defaults", "steps"};
 const Names k_tracking_keys{"uri", "experiment"};
-const Names k_step_keys{"kind",    "description", "needs",   "run",     "workdir",    "env",     "outputs",
-                        "inputs",  "cache",       "when",    "gate",    "metrics",    "model",   "timeout",
-                        "kill_after", "retries",  "resources", "tags",  "matrix",  "max_parallel"};
+const Names k_step_keys{"kind",       "description", "needs",     "run",  "workdir", "env",         "outputs",
+                        "inputs",     "cache",       "when",      "gate", "metrics", "model",       "timeout",
+                        "kill_after", "retries",     "resources", "tags", "matrix",  "max_parallel"};
 const Names k_default_keys{"timeout", "kill_after", "retries", "resources", "workdir", "env"};
 const Names k_param_keys{"type", "default", "description"};
 const Names k_retry_keys{"limit", "backoff", "delay", "max_delay", "jitter", "on"};
@@ -725,8 +725,7 @@ void Loader::check_templates(const Node& scalar) {
           m_infos[m_current_step].mentions.push_back({offset, length, parsed->step});
         } else {
           error(offset, length,
-                "bad reference '" + full +
-                    "': use steps.ID.outputs.NAME, steps.ID.metrics.NAME or steps.ID.status");
+                "bad reference '" + full + "': use steps.ID.outputs.NAME, steps.ID.metrics.NAME or steps.ID.status");
         }
       }
     } else if (ref.ns == "params") {
@@ -1169,9 +1168,8 @@ void Loader::load_steps(const Node& key, const Node& value, const Defaults& defa
     load_step(value.map_key(i), value.map_value(i), step, m_infos[i]);
   }
   check_graph(workflow);
-  if (m_errors.empty()) {
-    expand_matrices(workflow);
-  }
+  // Checks the matrices always; expands them only when all else is valid.
+  expand_matrices(workflow);
 }
 
 void Loader::load_step(const Node& key, const Node& value, Step& step, StepInfo& info) {
@@ -1304,7 +1302,8 @@ void Loader::load_step(const Node& key, const Node& value, Step& step, StepInfo&
         }
         const std::string hint = did_you_mean(ref.step, names);
         error(ref.offset, ref.length,
-              "matrix." + ref.step + " is not in the step's matrix" + (hint.empty() ? "; it has " + join(names, ", ") : hint));
+              "matrix." + ref.step + " is not in the step's matrix" +
+                  (hint.empty() ? "; it has " + join(names, ", ") : hint));
       }
     }
   }
@@ -1392,9 +1391,10 @@ void Loader::load_condition(const Node& key, const Node& value, core::Condition&
       const std::string hint = did_you_mean(head, heads);
       error(offset, length,
             "unknown name '" + text + "'" +
-                (hint.empty() ? (gate ? "; name one of the step's metrics (accuracy), or use previous.NAME or params.NAME"
-                                      : "; use params., steps., matrix. or env.")
-                              : hint));
+                (hint.empty()
+                     ? (gate ? "; name one of the step's metrics (accuracy), or use previous.NAME or params.NAME"
+                             : "; use params., steps., matrix. or env.")
+                     : hint));
       continue;
     }
     if (head == "steps") {
@@ -1412,8 +1412,7 @@ void Loader::load_condition(const Node& key, const Node& value, core::Condition&
       error(offset, length, "bad reference '" + text + "': use " + head + ".NAME");
       continue;
     }
-    if (head == "params" &&
-        std::find(m_param_names.begin(), m_param_names.end(), ref.path[1]) == m_param_names.end()) {
+    if (head == "params" && std::find(m_param_names.begin(), m_param_names.end(), ref.path[1]) == m_param_names.end()) {
       const std::string hint = did_you_mean(ref.path[1], param_names());
       error(offset, length,
             "undefined parameter '" + ref.path[1] + "'" +
@@ -1446,8 +1445,8 @@ void Loader::load_condition(const Node& key, const Node& value, core::Condition&
   }
   if (trigger != nullptr) {
     *trigger = calls_always || (calls_failure && calls_success) ? core::Trigger::always
-                   : calls_failure                                   ? core::Trigger::failure
-                                                                     : core::Trigger::success;
+               : calls_failure                                  ? core::Trigger::failure
+                                                                : core::Trigger::success;
   }
 }
 
@@ -1590,13 +1589,13 @@ void Loader::expand_matrices(Workflow& workflow) {
       product.clear();
     }
     auto matches = [](const Combination& c, const Combination& pattern) {
-      return std::all_of(pattern.begin(), pattern.end(), [&](const auto& p) {
-        return std::find(c.begin(), c.end(), p) != c.end();
-      });
+      return std::all_of(pattern.begin(), pattern.end(),
+                         [&](const auto& p) { return std::find(c.begin(), c.end(), p) != c.end(); });
     };
     for (const Combination& pattern : m.exclude) {
-      product.erase(std::remove_if(product.begin(), product.end(), [&](const Combination& c) { return matches(c, pattern); }),
-                    product.end());
+      product.erase(
+          std::remove_if(product.begin(), product.end(), [&](const Combination& c) { return matches(c, pattern); }),
+          product.end());
     }
     for (const Combination& extra : m.include) {
       if (std::none_of(product.begin(), product.end(), [&](const Combination& c) { return c == extra; })) {
@@ -1604,7 +1603,8 @@ void Loader::expand_matrices(Workflow& workflow) {
       }
     }
     if (product.empty()) {
-      error_at(*info.matrix_key, "the matrix of step '" + workflow.steps[i].id + "' has no variants left after exclude");
+      error_at(*info.matrix_key,
+               "the matrix of step '" + workflow.steps[i].id + "' has no variants left after exclude");
     }
     variants[i] = std::move(product);
   }
@@ -1645,7 +1645,8 @@ void Loader::expand_matrices(Workflow& workflow) {
     auto needs_for = [&](std::size_t variant) {
       std::vector<std::string> needs;
       for (const auto& [dep, item] : info.needs) {
-        const bool paired = info.matrix && info.matrix->from != nullptr && info.matrix->from->value == workflow.steps[dep].id;
+        const bool paired =
+            info.matrix && info.matrix->from != nullptr && info.matrix->from->value == workflow.steps[dep].id;
         if (paired) {
           needs.push_back(ids[dep][variant]);
         } else {
