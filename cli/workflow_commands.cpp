@@ -348,22 +348,29 @@ namespace {
 /// How the steps a partial run leaves out are recorded (skipped) begins.
 constexpr std::string_view k_unselected = "not selected (";
 
-/// Template errors (an unset env.X) in the workflow, and steps asking for
-/// more than `capacity` holds, caught before anything is recorded: false
-/// after printing them.
-bool plans_cleanly(const core::Workflow& workflow, const std::vector<std::string>& environment,
-                   const plugins::Capacity& capacity) {
-  core::PlanContext probe{"00000000000000000000000000000000", 0, "", environment};
+/// What the run's steps may use, once it is known that the workflow plans
+/// (no unset env.X) and no step asks for more than that: caught before
+/// anything is recorded. Nothing after printing the problems.
+std::optional<plugins::Capacity> ready_to_run(const core::Workflow& workflow, const ResourceOptions& resources) {
+  auto capacity = capacity_for(resources, workflow);
+  if (!capacity) {
+    std::fprintf(stderr, "kiln: error: %s\n", capacity.error().c_str());
+    return std::nullopt;
+  }
+  core::PlanContext probe{"00000000000000000000000000000000", 0, "", process_environment()};
   auto plan = core::make_plan(workflow, probe);
   if (!plan) {
     std::fprintf(stderr, "%s\n", plan.error().c_str());
-    return false;
+    return std::nullopt;
   }
-  const std::vector<std::string> problems = plugins::check_capacity(*plan, capacity);
+  const std::vector<std::string> problems = plugins::check_capacity(*plan, *capacity);
   for (const std::string& problem : problems) {
     std::fprintf(stderr, "%s: error: %s\n", workflow.file.c_str(), problem.c_str());
   }
-  return problems.empty();
+  if (!problems.empty()) {
+    return std::nullopt;
+  }
+  return std::move(*capacity);
 }
 
 /// How a session of a run goes beside its plan: `kiln run`'s flags, or what
@@ -428,12 +435,8 @@ int run_command(const GlobalOptions& global, const RunOptions& options, int argc
       }
     }
   }
-  auto capacity = capacity_for(options.resources, *workflow);
+  const std::optional<plugins::Capacity> capacity = ready_to_run(*workflow, options.resources);
   if (!capacity) {
-    std::fprintf(stderr, "kiln: error: %s\n", capacity.error().c_str());
-    return k_exit_usage;
-  }
-  if (!plans_cleanly(*workflow, process_environment(), *capacity)) {
     return k_exit_usage;
   }
   auto store = open_store(global.store);
@@ -719,12 +722,8 @@ int resume_command(const GlobalOptions& global, const ResumeOptions& options, in
       return k_exit_usage;
     }
   }
-  auto capacity = capacity_for(options.resources, *workflow);
+  const std::optional<plugins::Capacity> capacity = ready_to_run(*workflow, options.resources);
   if (!capacity) {
-    std::fprintf(stderr, "kiln: error: %s\n", capacity.error().c_str());
-    return k_exit_usage;
-  }
-  if (!plans_cleanly(*workflow, process_environment(), *capacity)) {
     return k_exit_usage;
   }
   // The executor that ran its attempts runs the new ones. From here on
