@@ -63,8 +63,8 @@ int status_command(const GlobalOptions& global, const WorkflowOptions& options, 
     memo = core::InMemoryHashMemo(std::move(*loaded));
   }
   core::FileHasher hasher(memo);
-  core::OutputIndex outputs(*store);
   constexpr std::int64_t k_no_run = std::numeric_limits<std::int64_t>::max();
+  core::CacheIndex cache_index(*store, workflow->name, k_no_run);
 
   const std::size_t n = plan->steps.size();
   std::vector<StepForecast> forecasts(n);
@@ -135,7 +135,7 @@ int status_command(const GlobalOptions& global, const WorkflowOptions& options, 
       f.reasons.push_back("input " + problem);
       continue;
     }
-    auto lookup = core::look_up_cache(*store, outputs, hasher, step, key.key, 0);
+    auto lookup = core::look_up_cache(*store, cache_index, hasher, step, key.key, 0);
     if (!lookup) {
       std::fprintf(stderr, "kiln: error: %s\n", lookup.error().c_str());
       return k_exit_internal;

@@ -762,7 +762,7 @@ int resume_command(const GlobalOptions& global, const ResumeOptions& options, in
     return k_exit_internal;
   }
 
-  session.setup = [&](const core::Plan& plan, core::SchedulerOptions& scheduler_options, std::vector<char>& forced) {
+  session.setup = [&](const core::Plan& plan, core::SchedulerOptions& scheduler_options, std::vector<char>& /*forced*/) {
     std::unordered_map<std::string_view, const core::StepRecord*> now;
     std::unordered_map<std::string_view, const core::StepRecord*> was;
     for (const core::StepRecord& step : *after) {

@@ -43,7 +43,29 @@ std::string explain(const Expression::Seen& seen) {
 
 } // namespace
 
-Expected<std::vector<ArtifactRecord>> OutputIndex::of(std::int64_t run, const std::string& step) {
+Expected<std::optional<CacheHit>> CacheIndex::find(const std::string& step, const std::string& key,
+                                                   std::int64_t except_run) {
+  if (!m_loaded) {
+    auto latest = m_store.latest_keys(m_workflow, m_before_run);
+    if (!latest) {
+      return Error{latest.error()};
+    }
+    m_latest.reserve(latest->size());
+    for (KeyedStep& keyed : *latest) {
+      std::string id = keyed.step;
+      m_latest.emplace(std::move(id), std::move(keyed));
+    }
+    m_loaded = true;
+  }
+  if (const auto it = m_latest.find(step);
+      it != m_latest.end() && it->second.key == key && it->second.source_run != except_run) {
+    return std::optional<CacheHit>(CacheHit{it->second.source_run, step, {}});
+  }
+  return m_store.find_cache_hit(key, except_run);
+}
+
+Expected<const std::vector<ArtifactRecord>*> CacheIndex::outputs(std::int64_t run, const std::string& step) {
+  static const std::vector<ArtifactRecord> none;
   auto [it, fresh] = m_runs.try_emplace(run);
   if (fresh) {
     auto artifacts = m_store.artifacts(run);
@@ -58,28 +80,28 @@ Expected<std::vector<ArtifactRecord>> OutputIndex::of(std::int64_t run, const st
     }
   }
   const auto found = it->second.find(step);
-  return found == it->second.end() ? std::vector<ArtifactRecord>{} : found->second;
+  return found == it->second.end() ? &none : &found->second;
 }
 
-Expected<CacheLookup> look_up_cache(TrackerStore& store, OutputIndex& outputs, FileHasher& hasher,
+Expected<CacheLookup> look_up_cache(TrackerStore& store, CacheIndex& index, FileHasher& hasher,
                                     const PlannedStep& step, const std::string& key, std::int64_t except_run) {
   CacheLookup lookup;
-  auto hit = store.find_cache_hit(key, except_run);
+  auto hit = index.find(step.id, key, except_run);
   if (!hit) {
     return Error{hit.error()};
   }
   if (!*hit) {
     return lookup;
   }
-  auto recorded = outputs.of((*hit)->run, (*hit)->step);
+  auto recorded = index.outputs((*hit)->run, (*hit)->step);
   if (!recorded) {
     return Error{recorded.error()};
   }
-  if (recorded->empty()) {
+  if ((*recorded)->empty()) {
     return lookup;
   }
   lookup.hit = std::move(**hit);
-  lookup.hit.outputs = std::move(*recorded);
+  lookup.hit.outputs = **recorded;
   // The outputs must be what that execution produced: in place and
   // unchanged, or restorable from the artifact store when gone. An output
   // changed by hand is not overwritten: the step runs.
@@ -110,7 +132,7 @@ Expected<CacheLookup> look_up_cache(TrackerStore& store, OutputIndex& outputs, F
 StepDecider::StepDecider(TrackerStore& store, const Plan& plan, std::string workflow_name, std::vector<char> forced,
                          InMemoryHashMemo& memo)
     : m_store(store), m_plan(plan), m_workflow(std::move(workflow_name)), m_forced(std::move(forced)), m_hasher(memo),
-      m_memo(memo), m_outputs(store), m_keys(plan.steps.size()), m_cached_from(plan.steps.size()),
+      m_memo(memo), m_cache_index(store, m_workflow, plan.run_number), m_keys(plan.steps.size()), m_cached_from(plan.steps.size()),
       m_values(plan.steps.size()) {
   m_forced.resize(plan.steps.size(), 0);
   m_index.reserve(plan.steps.size());
@@ -486,7 +508,7 @@ StartDecision StepDecider::decide_cache(int step, const std::vector<std::pair<st
     keep_record();
     return decision;
   }
-  auto lookup = look_up_cache(m_store, m_outputs, m_hasher, planned, key.key, m_plan.run_number);
+  auto lookup = look_up_cache(m_store, m_cache_index, m_hasher, planned, key.key, m_plan.run_number);
   if (!lookup) {
     m_errors.push_back(lookup.error());
     keep_record();

@@ -47,20 +47,33 @@ struct CacheLookup {
   /// stale: which output, and why.
   std::string problem;
 };
-/// Declared outputs of earlier executions, read a whole run at a time: a
-/// query per cached step would cost more than everything else a no-op
-/// rerun does.
-class OutputIndex {
+/// What cache lookups read from the store, read in bulk: the keys of the
+/// workflow's previous run, which a rerun's steps mostly match, and the
+/// declared outputs of earlier executions, a whole run at a time. A query
+/// per cached step would cost more than everything else a no-op rerun does.
+class CacheIndex {
 public:
-  explicit OutputIndex(TrackerStore& store) : m_store(store) {}
-  Expected<std::vector<ArtifactRecord>> of(std::int64_t run, const std::string& step);
+  /// `workflow`'s newest run before `before_run` is the one read first.
+  CacheIndex(TrackerStore& store, std::string workflow, std::int64_t before_run)
+      : m_store(store), m_workflow(std::move(workflow)), m_before_run(before_run) {}
+  /// An earlier success of `step` with `key`, in a run other than
+  /// `except_run` (outputs not filled): the one the previous run's step
+  /// stands for when its key is the same, else the newest in the store.
+  Expected<std::optional<CacheHit>> find(const std::string& step, const std::string& key, std::int64_t except_run);
+  /// The declared outputs an execution recorded (every kind but logged).
+  Expected<const std::vector<ArtifactRecord>*> outputs(std::int64_t run, const std::string& step);
 
 private:
   TrackerStore& m_store;
+  std::string m_workflow;
+  std::int64_t m_before_run;
+  bool m_loaded = false;
+  /// The previous run's keyed steps, by id.
+  std::unordered_map<std::string, KeyedStep> m_latest;
   std::unordered_map<std::int64_t, std::unordered_map<std::string, std::vector<ArtifactRecord>>> m_runs;
 };
 
-Expected<CacheLookup> look_up_cache(TrackerStore& store, OutputIndex& outputs, FileHasher& hasher,
+Expected<CacheLookup> look_up_cache(TrackerStore& store, CacheIndex& index, FileHasher& hasher,
                                     const PlannedStep& step, const std::string& key, std::int64_t except_run);
 
 class StepDecider final : public StepHooks, public RunObserver {
@@ -112,7 +125,7 @@ private:
   std::vector<char> m_forced;
   FileHasher m_hasher;
   InMemoryHashMemo& m_memo;
-  OutputIndex m_outputs;
+  CacheIndex m_cache_index;
   std::unordered_map<std::string_view, int> m_index;
   /// Per step: its key ("" none), and for a cached step where it came from.
   std::vector<std::string> m_keys;

@@ -286,6 +286,13 @@ struct CacheDecision {
   std::string from_step;
 };
 
+/// A step's key in a run, and the run that executed it with that key.
+struct KeyedStep {
+  std::string step;
+  std::string key;
+  std::int64_t source_run = 0;
+};
+
 /// An earlier successful execution with a given key.
 struct CacheHit {
   std::int64_t run = 0;
@@ -518,6 +525,11 @@ public:
   /// The newest succeeded execution (in any run but `except_run`) whose key is `key`.
   Expected<std::optional<CacheHit>> find_cache_hit(std::string_view key, std::int64_t except_run);
   Expected<std::optional<StepCache>> step_cache(std::int64_t run, std::string_view step);
+  /// The keyed steps of the newest run of `workflow` before `before_run`
+  /// that succeeded or were cached there, each with the run whose
+  /// execution it is (its own, or the one it was cached from, when that run
+  /// is still recorded). One range scan: what a rerun looks up first.
+  Expected<std::vector<KeyedStep>> latest_keys(std::string_view workflow, std::int64_t before_run);
   /// The newest execution of `step` in a run of `workflow` before
   /// `before_run` that succeeded (ran, rather than was cached) and has a key.
   Expected<std::optional<PastExecution>> last_execution(std::string_view workflow, std::string_view step,

@@ -125,6 +125,21 @@ Expected<std::optional<StepCache>> TrackerStore::step_cache(std::int64_t run, st
   return cache;
 }
 
+Expected<std::vector<KeyedStep>> TrackerStore::latest_keys(std::string_view workflow, std::int64_t before_run) {
+  std::vector<KeyedStep> keyed;
+  Expected<void> done = m_database.each_row(
+      "SELECT s.id, s.cache_key, coalesce(s.cached_from, s.run) FROM steps AS s "
+      "WHERE s.run = (SELECT max(number) FROM runs WHERE workflow_name = ?1 AND number < ?2) "
+      "AND s.cache_key <> '' AND s.status IN ('succeeded', 'cached') "
+      "AND coalesce(s.cached_from, s.run) IN (SELECT number FROM runs)",
+      [&](StatementRef& row) { keyed.push_back({row.column_text(0), row.column_text(1), row.column_int64(2)}); },
+      workflow, before_run);
+  if (!done) {
+    return Error{done.error()};
+  }
+  return keyed;
+}
+
 Expected<std::optional<PastExecution>> TrackerStore::last_execution(std::string_view workflow, std::string_view step,
                                                                     std::int64_t before_run) {
   std::optional<PastExecution> past;
