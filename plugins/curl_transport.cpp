@@ -12,6 +12,7 @@
 #include "plugins/curl_transport.hpp"
 
 #include <curl/curl.h>
+#include <dlfcn.h>
 
 #include <algorithm>
 #include <cctype>
@@ -31,6 +32,57 @@
 namespace kiln::plugins {
 
 namespace {
+
+// libcurl is loaded when the first transport is made, not when kiln starts.
+// Linked, it and the two dozen libraries it pulls in (TLS, LDAP, Kerberos,
+// SSH, IDN...) cost every kiln command about 10 ms of dynamic linking on
+// start, `kiln log` included, which steps call once per metric; only push
+// talks HTTP. The headers still give the types and constants.
+constexpr const char* k_libcurl = "libcurl.so.4";
+
+struct CurlApi {
+  decltype(&::curl_global_init) global_init = nullptr;
+  decltype(&::curl_easy_init) easy_init = nullptr;
+  decltype(&::curl_easy_cleanup) easy_cleanup = nullptr;
+  decltype(&::curl_easy_reset) easy_reset = nullptr;
+  decltype(&::curl_easy_perform) easy_perform = nullptr;
+  decltype(&::curl_easy_setopt) easy_setopt = nullptr;
+  decltype(&::curl_easy_getinfo) easy_getinfo = nullptr;
+  decltype(&::curl_easy_strerror) easy_strerror = nullptr;
+  decltype(&::curl_slist_append) slist_append = nullptr;
+  decltype(&::curl_slist_free_all) slist_free_all = nullptr;
+};
+
+CurlApi g_curl;
+
+template <typename Function>
+void resolve(void* library, Function& function, const char* name) {
+  void* symbol = dlsym(library, name);
+  if (symbol == nullptr) {
+    throw std::runtime_error(std::string(k_libcurl) + " has no " + name + "; is it libcurl 7.17 or later?");
+  }
+  function = reinterpret_cast<Function>(symbol);
+}
+
+// Called once, under init_http's once_flag. The handle is never closed.
+void load_libcurl() {
+  void* library = dlopen(k_libcurl, RTLD_NOW | RTLD_LOCAL);
+  if (library == nullptr) {
+    const char* why = dlerror();
+    throw std::runtime_error(std::string("cannot load ") + k_libcurl + " (" + (why != nullptr ? why : "not found") +
+                             "); push needs libcurl: install it, e.g. apt-get install libcurl4");
+  }
+  resolve(library, g_curl.global_init, "curl_global_init");
+  resolve(library, g_curl.easy_init, "curl_easy_init");
+  resolve(library, g_curl.easy_cleanup, "curl_easy_cleanup");
+  resolve(library, g_curl.easy_reset, "curl_easy_reset");
+  resolve(library, g_curl.easy_perform, "curl_easy_perform");
+  resolve(library, g_curl.easy_setopt, "curl_easy_setopt");
+  resolve(library, g_curl.easy_getinfo, "curl_easy_getinfo");
+  resolve(library, g_curl.easy_strerror, "curl_easy_strerror");
+  resolve(library, g_curl.slist_append, "curl_slist_append");
+  resolve(library, g_curl.slist_free_all, "curl_slist_free_all");
+}
 
 constexpr const char* k_user_agent = "kiln/" KILN_VERSION;
 // Uploads from a file fail when slower than this for stall_timeout.
@@ -129,12 +181,12 @@ std::size_t write_header(char* data, std::size_t size, std::size_t count, void* 
 class HeaderList {
 public:
   HeaderList() = default;
-  ~HeaderList() { curl_slist_free_all(m_list); }
+  ~HeaderList() { g_curl.slist_free_all(m_list); }
   HeaderList(const HeaderList&) = delete;
   HeaderList& operator=(const HeaderList&) = delete;
 
   void add(const std::string& header) {
-    curl_slist* next = curl_slist_append(m_list, header.c_str());
+    curl_slist* next = g_curl.slist_append(m_list, header.c_str());
     if (next == nullptr) {
       throw std::bad_alloc();
     }
@@ -173,7 +225,8 @@ HttpResult failure(TransportFailure kind, std::string message) {
 void init_http() {
   static std::once_flag once;
   std::call_once(once, [] {
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+    load_libcurl();
+    if (g_curl.global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
       throw std::runtime_error("cannot initialise libcurl");
     }
   });
@@ -194,45 +247,45 @@ struct CurlTransport::State {
 };
 
 void CurlTransport::State::set_common_options(HttpResponse& response) {
-  curl_easy_reset(curl);
+  g_curl.easy_reset(curl);
   error_buffer[0] = '\0';
-  curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, error_buffer);
-  curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+  g_curl.easy_setopt(curl, CURLOPT_ERRORBUFFER, error_buffer);
+  g_curl.easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
 #if LIBCURL_VERSION_NUM >= 0x075500
-  curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
+  g_curl.easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
 #else
-  curl_easy_setopt(curl, CURLOPT_PROTOCOLS, static_cast<long>(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+  g_curl.easy_setopt(curl, CURLOPT_PROTOCOLS, static_cast<long>(CURLPROTO_HTTP | CURLPROTO_HTTPS));
 #endif
-  curl_easy_setopt(curl, CURLOPT_TCP_KEEPALIVE, 1L);
-  curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(settings.connect_timeout.count()));
-  curl_easy_setopt(curl, CURLOPT_USERAGENT, k_user_agent);
-  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, write_body);
-  curl_easy_setopt(curl, CURLOPT_WRITEDATA, &response);
-  curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, write_header);
-  curl_easy_setopt(curl, CURLOPT_HEADERDATA, &response);
+  g_curl.easy_setopt(curl, CURLOPT_TCP_KEEPALIVE, 1L);
+  g_curl.easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(settings.connect_timeout.count()));
+  g_curl.easy_setopt(curl, CURLOPT_USERAGENT, k_user_agent);
+  g_curl.easy_setopt(curl, CURLOPT_WRITEFUNCTION, write_body);
+  g_curl.easy_setopt(curl, CURLOPT_WRITEDATA, &response);
+  g_curl.easy_setopt(curl, CURLOPT_HEADERFUNCTION, write_header);
+  g_curl.easy_setopt(curl, CURLOPT_HEADERDATA, &response);
   if (settings.token.empty() && (!settings.username.empty() || !settings.password.empty())) {
-    curl_easy_setopt(curl, CURLOPT_HTTPAUTH, static_cast<long>(CURLAUTH_BASIC));
-    curl_easy_setopt(curl, CURLOPT_USERNAME, settings.username.c_str());
-    curl_easy_setopt(curl, CURLOPT_PASSWORD, settings.password.c_str());
+    g_curl.easy_setopt(curl, CURLOPT_HTTPAUTH, static_cast<long>(CURLAUTH_BASIC));
+    g_curl.easy_setopt(curl, CURLOPT_USERNAME, settings.username.c_str());
+    g_curl.easy_setopt(curl, CURLOPT_PASSWORD, settings.password.c_str());
   }
   if (settings.insecure_tls) {
-    curl_easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, 0L);
-    curl_easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, 0L);
+    g_curl.easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, 0L);
+    g_curl.easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, 0L);
   } else if (!settings.ca_cert_path.empty()) {
-    curl_easy_setopt(curl, CURLOPT_CAINFO, settings.ca_cert_path.c_str());
+    g_curl.easy_setopt(curl, CURLOPT_CAINFO, settings.ca_cert_path.c_str());
   }
 }
 
 TransportError CurlTransport::State::describe(CURLcode code, const HttpRequest& request, const FileBody* body) const {
   const std::string& url = settings.base_url;
-  const std::string detail = error_buffer[0] != '\0' ? std::string(error_buffer) : curl_easy_strerror(code);
+  const std::string detail = error_buffer[0] != '\0' ? std::string(error_buffer) : g_curl.easy_strerror(code);
   switch (code) {
   case CURLE_OPERATION_TIMEDOUT:
     // libcurl's text says which limit: connect, whole request, or too slow.
     return {TransportFailure::timeout, request.method + " " + url + request.target + " timed out: " + detail};
   case CURLE_COULDNT_CONNECT: {
     long os_error = 0;
-    curl_easy_getinfo(curl, CURLINFO_OS_ERRNO, &os_error);
+    g_curl.easy_getinfo(curl, CURLINFO_OS_ERRNO, &os_error);
     return {TransportFailure::connection,
             "cannot connect to " + url + ": " + (os_error != 0 ? error_text(static_cast<int>(os_error)) : detail)};
   }
@@ -284,8 +337,8 @@ void CurlTransport::State::trace(const HttpRequest& request, const HttpResult& r
   if (result.ok()) {
     curl_off_t sent = 0;
     curl_off_t received = 0;
-    curl_easy_getinfo(curl, CURLINFO_SIZE_UPLOAD_T, &sent);
-    curl_easy_getinfo(curl, CURLINFO_SIZE_DOWNLOAD_T, &received);
+    g_curl.easy_getinfo(curl, CURLINFO_SIZE_UPLOAD_T, &sent);
+    g_curl.easy_getinfo(curl, CURLINFO_SIZE_DOWNLOAD_T, &received);
     line += std::to_string(result.response->status) + " (" + std::to_string(took.count()) + " ms, sent " +
             format_size(sent) + ", received " + format_size(received) + ")";
   } else {
@@ -303,14 +356,14 @@ CurlTransport::CurlTransport(HttpSettings settings) : m_state(std::make_unique<S
   init_http();
   m_state->settings = std::move(settings);
   m_state->secrets = m_state->settings.secrets();
-  m_state->curl = curl_easy_init();
+  m_state->curl = g_curl.easy_init();
   if (m_state->curl == nullptr) {
     throw std::runtime_error("cannot create a libcurl handle");
   }
 }
 
 CurlTransport::~CurlTransport() {
-  curl_easy_cleanup(m_state->curl);
+  g_curl.easy_cleanup(m_state->curl);
 }
 
 long CurlTransport::connections_opened() const {
@@ -332,11 +385,11 @@ HttpResult CurlTransport::send(const HttpRequest& request) {
   HttpResponse response;
   state.set_common_options(response);
   const std::string url = state.settings.base_url + request.target;
-  curl_easy_setopt(state.curl, CURLOPT_URL, url.c_str());
+  g_curl.easy_setopt(state.curl, CURLOPT_URL, url.c_str());
   if (!request.idempotent) {
     // libcurl sends a request again, silently, when a reused connection
     // closes before any answer; on a fresh connection it does not.
-    curl_easy_setopt(state.curl, CURLOPT_FRESH_CONNECT, 1L);
+    g_curl.easy_setopt(state.curl, CURLOPT_FRESH_CONNECT, 1L);
   }
 
   HeaderList headers;
@@ -363,44 +416,44 @@ HttpResult CurlTransport::send(const HttpRequest& request) {
           failure(TransportFailure::fatal, "cannot read " + request.body_file.string() + ": not a regular file"));
     }
     file->size = status.st_size;
-    curl_easy_setopt(state.curl, CURLOPT_UPLOAD, 1L);
-    curl_easy_setopt(state.curl, CURLOPT_READFUNCTION, read_body);
-    curl_easy_setopt(state.curl, CURLOPT_READDATA, &*file);
-    curl_easy_setopt(state.curl, CURLOPT_SEEKFUNCTION, seek_body);
-    curl_easy_setopt(state.curl, CURLOPT_SEEKDATA, &*file);
-    curl_easy_setopt(state.curl, CURLOPT_INFILESIZE_LARGE, file->size);
+    g_curl.easy_setopt(state.curl, CURLOPT_UPLOAD, 1L);
+    g_curl.easy_setopt(state.curl, CURLOPT_READFUNCTION, read_body);
+    g_curl.easy_setopt(state.curl, CURLOPT_READDATA, &*file);
+    g_curl.easy_setopt(state.curl, CURLOPT_SEEKFUNCTION, seek_body);
+    g_curl.easy_setopt(state.curl, CURLOPT_SEEKDATA, &*file);
+    g_curl.easy_setopt(state.curl, CURLOPT_INFILESIZE_LARGE, file->size);
     if (request.method != "PUT") {
-      curl_easy_setopt(state.curl, CURLOPT_CUSTOMREQUEST, request.method.c_str());
+      g_curl.easy_setopt(state.curl, CURLOPT_CUSTOMREQUEST, request.method.c_str());
     }
   } else if (has_body) {
-    curl_easy_setopt(state.curl, CURLOPT_POSTFIELDS, request.body.data());
-    curl_easy_setopt(state.curl, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(request.body.size()));
+    g_curl.easy_setopt(state.curl, CURLOPT_POSTFIELDS, request.body.data());
+    g_curl.easy_setopt(state.curl, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(request.body.size()));
     if (request.method != "POST") {
-      curl_easy_setopt(state.curl, CURLOPT_CUSTOMREQUEST, request.method.c_str());
+      g_curl.easy_setopt(state.curl, CURLOPT_CUSTOMREQUEST, request.method.c_str());
     }
   } else if (request.method == "HEAD") {
-    curl_easy_setopt(state.curl, CURLOPT_NOBODY, 1L);
+    g_curl.easy_setopt(state.curl, CURLOPT_NOBODY, 1L);
   } else if (request.method != "GET") {
-    curl_easy_setopt(state.curl, CURLOPT_CUSTOMREQUEST, request.method.c_str());
+    g_curl.easy_setopt(state.curl, CURLOPT_CUSTOMREQUEST, request.method.c_str());
   }
   if (has_body) {
     // An empty value removes the form Content-Type libcurl adds to a POST.
     headers.add("Content-Type: " + request.content_type);
   }
-  curl_easy_setopt(state.curl, CURLOPT_HTTPHEADER, headers.get());
+  g_curl.easy_setopt(state.curl, CURLOPT_HTTPHEADER, headers.get());
 
   if (file) {
     // A large upload may take long; what fails it is making no progress.
     const long stall_seconds = std::max(1L, static_cast<long>((state.settings.stall_timeout.count() + 999) / 1000));
-    curl_easy_setopt(state.curl, CURLOPT_LOW_SPEED_LIMIT, k_low_speed_limit);
-    curl_easy_setopt(state.curl, CURLOPT_LOW_SPEED_TIME, stall_seconds);
+    g_curl.easy_setopt(state.curl, CURLOPT_LOW_SPEED_LIMIT, k_low_speed_limit);
+    g_curl.easy_setopt(state.curl, CURLOPT_LOW_SPEED_TIME, stall_seconds);
   } else {
-    curl_easy_setopt(state.curl, CURLOPT_TIMEOUT_MS, static_cast<long>(state.settings.request_timeout.count()));
+    g_curl.easy_setopt(state.curl, CURLOPT_TIMEOUT_MS, static_cast<long>(state.settings.request_timeout.count()));
   }
 
-  const CURLcode code = curl_easy_perform(state.curl);
+  const CURLcode code = g_curl.easy_perform(state.curl);
   long connects = 0;
-  curl_easy_getinfo(state.curl, CURLINFO_NUM_CONNECTS, &connects);
+  g_curl.easy_getinfo(state.curl, CURLINFO_NUM_CONNECTS, &connects);
   state.connections += connects;
   if (code != CURLE_OK) {
     HttpResult result;
@@ -408,7 +461,7 @@ HttpResult CurlTransport::send(const HttpRequest& request) {
     return finish(std::move(result));
   }
   long status = 0;
-  curl_easy_getinfo(state.curl, CURLINFO_RESPONSE_CODE, &status);
+  g_curl.easy_getinfo(state.curl, CURLINFO_RESPONSE_CODE, &status);
   response.status = static_cast<int>(status);
   HttpResult result;
   result.response = std::move(response);
