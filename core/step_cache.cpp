@@ -115,7 +115,8 @@ CacheKey compute_cache_key(const Plan& plan, const PlannedStep& step, const std:
   for (const auto& [ref, value] : values) {
     c["value:" + ref] = value;
   }
-  key.key = sha256_hex(c.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+  key.components_json = c.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  key.key = sha256_hex(key.components_json);
   return key;
 }
 

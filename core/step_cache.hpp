@@ -35,6 +35,8 @@ struct CacheKey {
   std::string key;
   /// Sorted by component name.
   nlohmann::json components = nlohmann::json::object();
+  /// `components` as the text the key hashes (what the store keeps).
+  std::string components_json;
 };
 
 /// The key of `step` given its inputs as resolved now, its needs' keys

@@ -68,15 +68,13 @@ Expected<const std::vector<ArtifactRecord>*> CacheIndex::outputs(std::int64_t ru
   static const std::vector<ArtifactRecord> none;
   auto [it, fresh] = m_runs.try_emplace(run);
   if (fresh) {
-    auto artifacts = m_store.artifacts(run);
+    auto artifacts = m_store.declared_outputs(run);
     if (!artifacts) {
       m_runs.erase(it);
       return Error{artifacts.error()};
     }
     for (ArtifactRecord& a : *artifacts) {
-      if (a.kind != ArtifactKind::logged) {
-        it->second[a.step_id].push_back(std::move(a));
-      }
+      it->second[a.step_id].push_back(std::move(a));
     }
   }
   const auto found = it->second.find(step);
@@ -496,13 +494,13 @@ StartDecision StepDecider::decide_cache(int step, const std::vector<std::pair<st
   const PlannedStep& planned = m_plan.steps[step];
   StartDecision decision;
   const std::vector<InputFile> inputs = resolve_inputs(planned.workdir, planned.inputs, m_hasher);
-  const CacheKey key = compute_cache_key(
+  CacheKey key = compute_cache_key(
       m_plan, planned, inputs, [this](int need) { return m_keys[static_cast<std::size_t>(need)]; }, values);
   m_keys[step] = key.key;
   CacheDecision record;
   record.step = planned.id;
   record.cache.key = key.key;
-  record.cache.components_json = key.components.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  record.cache.components_json = std::move(key.components_json);
   auto keep_record = [&] { m_pending.push_back(std::move(record)); };
   if (m_forced[step] || !input_problem(inputs).empty()) {
     keep_record();

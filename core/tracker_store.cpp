@@ -1761,6 +1761,18 @@ Expected<std::vector<ArtifactRecord>> TrackerStore::artifacts(std::int64_t run, 
   return artifacts;
 }
 
+Expected<std::vector<ArtifactRecord>> TrackerStore::declared_outputs(std::int64_t run) {
+  std::vector<ArtifactRecord> artifacts;
+  // In key order (run, step, path): no sort, no join.
+  Expected<void> done = m_database.each_row(
+      "SELECT " + std::string(k_artifact_columns) + " FROM artifacts a WHERE a.run = ?1 AND a.kind <> ?2",
+      [&](StatementRef& row) { artifacts.push_back(read_artifact(row, 0)); }, run, to_string(ArtifactKind::logged));
+  if (!done) {
+    return Error{done.error()};
+  }
+  return artifacts;
+}
+
 Expected<std::vector<TrackerStore::ModelRecord>> TrackerStore::models(std::string_view workflow, int limit) {
   Expected<Transaction> transaction = m_database.begin(TransactionKind::deferred);
   if (!transaction) {

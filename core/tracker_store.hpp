@@ -440,6 +440,9 @@ public:
                                 const std::function<void(const std::string& step_id, const MetricPoint&)>& on_point);
   /// "" = every step; by step position, then path.
   Expected<std::vector<ArtifactRecord>> artifacts(std::int64_t run, std::string_view step = {});
+  /// The run's artifacts of every kind but logged (what steps declared), by
+  /// step id then path: what a cache lookup compares outputs with.
+  Expected<std::vector<ArtifactRecord>> declared_outputs(std::int64_t run);
 
   /// A model a train step produced, with what evaluate steps downstream of
   /// it in the same run measured.
