@@ -62,9 +62,14 @@ core::Expected<plugins::RetryPolicy> retry_policy(plugins::RetryPolicy defaults)
   return plugins::RetryPolicy::from_environment(defaults, [](const char* name) { return std::getenv(name); });
 }
 
-mlflow::PushSettings push_settings(const plugins::HttpSettings& http, const std::string& experiment,
-                                   const plugins::RetryPolicy& policy, int connections) {
-  plugins::init_http();
+/// Fails when libcurl cannot be loaded (it is opened on first use).
+core::Expected<mlflow::PushSettings> push_settings(const plugins::HttpSettings& http, const std::string& experiment,
+                                                   const plugins::RetryPolicy& policy, int connections) {
+  try {
+    plugins::init_http();
+  } catch (const std::exception& e) {
+    return core::Error{e.what()};
+  }
   mlflow::PushSettings settings;
   settings.remote = http.base_url;
   settings.experiment = experiment;
@@ -226,7 +231,13 @@ void auto_push(core::TrackerStore& store, std::int64_t run, const PushTarget& ta
   http->request_timeout = std::min(http->request_timeout, std::chrono::milliseconds(10'000));
   http->connect_timeout = std::min(http->connect_timeout, std::chrono::milliseconds(5'000));
   http->stall_timeout = std::min(http->stall_timeout, std::chrono::milliseconds(10'000));
-  mlflow::PushSettings settings = push_settings(*http, target.experiment, *policy, 4);
+  core::Expected<mlflow::PushSettings> made = push_settings(*http, target.experiment, *policy, 4);
+  if (!made) {
+    std::fprintf(stderr, "kiln: warning: not pushed: %s; the run is pending for `kiln push --pending`\n",
+                 made.error().c_str());
+    return;
+  }
+  const mlflow::PushSettings& settings = *made;
   // Never wait on a long push (a cron backlog): the run stays pending for it.
   core::Expected<plugins::mlflow::PushLock> lock =
       mlflow::PushLock::acquire(store.directory(), mlflow::PushLock::Wait::no);
@@ -409,7 +420,13 @@ int push_command(const GlobalOptions& global, const PushOptions& options) {
       status = k_exit_usage;
       continue;
     }
-    mlflow::PushSettings settings = push_settings(*http, destination.experiment, *policy, options.connections);
+    core::Expected<mlflow::PushSettings> made =
+        push_settings(*http, destination.experiment, *policy, options.connections);
+    if (!made) {
+      std::fprintf(stderr, "kiln: error: %s\n", made.error().c_str());
+      return k_exit_internal;
+    }
+    const mlflow::PushSettings& settings = *made;
     mlflow::Pusher pusher(*store, settings);
     for (const core::RunRecord& run : runs) {
       const auto started = std::chrono::steady_clock::now();

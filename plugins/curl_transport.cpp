@@ -19,6 +19,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <mutex>
 #include <optional>
 #include <stdexcept>
@@ -59,18 +60,22 @@ template <typename Function>
 void resolve(void* library, Function& function, const char* name) {
   void* symbol = dlsym(library, name);
   if (symbol == nullptr) {
-    throw std::runtime_error(std::string(k_libcurl) + " has no " + name + "; is it libcurl 7.17 or later?");
+    throw std::runtime_error(std::string("the libcurl loaded has no ") + name + "; is it libcurl 7.17 or later?");
   }
   function = reinterpret_cast<Function>(symbol);
 }
 
 // Called once, under init_http's once_flag. The handle is never closed.
+// KILN_LIBCURL names another build (libcurl-gnutls.so.4, a path).
 void load_libcurl() {
-  void* library = dlopen(k_libcurl, RTLD_NOW | RTLD_LOCAL);
+  const char* chosen = std::getenv("KILN_LIBCURL");
+  const std::string name = chosen != nullptr && *chosen != '\0' ? chosen : k_libcurl;
+  void* library = dlopen(name.c_str(), RTLD_NOW | RTLD_LOCAL);
   if (library == nullptr) {
     const char* why = dlerror();
-    throw std::runtime_error(std::string("cannot load ") + k_libcurl + " (" + (why != nullptr ? why : "not found") +
-                             "); push needs libcurl: install it, e.g. apt-get install libcurl4");
+    throw std::runtime_error("cannot load " + name + " (" + (why != nullptr ? why : "not found") +
+                             "); pushing needs libcurl: install it (apt-get install libcurl4) or name it in "
+                             "KILN_LIBCURL");
   }
   resolve(library, g_curl.global_init, "curl_global_init");
   resolve(library, g_curl.easy_init, "curl_easy_init");

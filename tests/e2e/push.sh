@@ -115,6 +115,19 @@ expect_output "nothing was pushed"
 [ "$(server_stats "$mlflow_URL" 's["by_endpoint"].get("POST /api/2.0/mlflow/runs/log-batch", 0)')" = "$batches" ] ||
   fail "a conflicting push sent batches"
 
+# libcurl is opened when a push first needs it. Without it a run still
+# succeeds and its push stays pending; kiln push names the library.
+cd iris
+KILN_LIBCURL=/nonexistent/libcurl.so.4 expect_exit 0 "$KILN" run workflow.yaml
+cd ..
+expect_output "not pushed: cannot load /nonexistent/libcurl.so.4"
+expect_output "the run is pending for \`kiln push --pending\`"
+run=$("$PY" -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('SELECT max(number) FROM runs').fetchone()[0])" "$KILN_STORE/kiln.db")
+KILN_LIBCURL=/nonexistent/libcurl.so.4 expect_exit 3 "$KILN" push --pending --tracking-uri "$mlflow_URL"
+expect_output "kiln: error: cannot load /nonexistent/libcurl.so.4"
+expect_exit 0 "$KILN" push "$run" --tracking-uri "$mlflow_URL"
+expect_output "pushed run $run to $mlflow_URL"
+
 # Usage errors.
 expect_exit 2 "$KILN" push
 expect_output "name the runs to push"
