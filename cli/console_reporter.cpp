@@ -41,6 +41,11 @@ void ConsoleReporter::line(const std::string& text) {
   if (m_terminal.is_tty) {
     draw_status();
   }
+}
+
+// Lines are flushed once per turn of the scheduler's loop, not one by one:
+// a rerun that finds 10,000 steps cached prints them in a few writes.
+void ConsoleReporter::before_wait() {
   std::fflush(m_out);
 }
 
@@ -182,8 +187,8 @@ void ConsoleReporter::finish() {
   if (m_status_shown) {
     std::fputs("\r\033[K", m_out);
     m_status_shown = false;
-    std::fflush(m_out);
   }
+  std::fflush(m_out);
 }
 
 } // namespace kiln::cli

@@ -27,6 +27,7 @@ public:
                         std::optional<core::Millis> retry_in) override;
   void step_finished(int step, core::StepStatus status, const std::string& reason, std::int64_t at_ms) override;
   void interrupted(int signal, int count) override;
+  void before_wait() override;
   std::optional<core::TimePoint> next_refresh() const override;
   void refresh(core::TimePoint now) override;
 

@@ -5,6 +5,7 @@
 #include "cli/console.hpp"
 #include "cli/console_reporter.hpp"
 #include "cli/context.hpp"
+#include "cli/heap.hpp"
 #include "cli/history.hpp"
 #include "cli/push.hpp"
 #include "core/duration.hpp"
@@ -209,6 +210,12 @@ std::optional<core::Workflow> load_workflow(const WorkflowOptions& options) {
   }
   if (bad) {
     return std::nullopt;
+  }
+  std::error_code size_error;
+  const std::uintmax_t size =
+      options.content ? options.content->size() : std::filesystem::file_size(options.file, size_error);
+  if (!size_error && size >= k_huge_heap_from) {
+    use_huge_pages();
   }
   auto result = options.content ? workflows::parse_workflow(*options.content, options.file, overrides)
                                 : workflows::load_workflow(options.file, overrides);

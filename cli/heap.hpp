@@ -1,0 +1,20 @@
+#pragma once
+
+#include <cstddef>
+
+namespace kiln::cli {
+
+/// Workflow files from this size up are loaded on a heap backed by huge pages.
+inline constexpr std::size_t k_huge_heap_from = std::size_t{256} << 10;
+
+/// Backs the rest of the process's heap with transparent huge pages, where
+/// the kernel grants them on request (THP "madvise", Debian's default).
+/// Loading and running a workflow of 10,000 steps builds tens of megabytes
+/// of small objects; faulting them in 4 KiB at a time cost a rerun of that
+/// many cached steps some 15,000 page faults, over a fifth of its time on a
+/// VM. Small commands do not call it: the first touch of a huge page costs
+/// more than they allocate. Without THP the advice fails and nothing
+/// changes. Idempotent.
+void use_huge_pages();
+
+} // namespace kiln::cli
