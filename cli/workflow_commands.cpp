@@ -153,6 +153,21 @@ std::vector<core::NewStep> new_steps(const core::Workflow& workflow) {
   return steps;
 }
 
+/// The plan's steps as the store records them, commands resolved.
+std::vector<core::NewStep> planned_steps(const core::Plan& plan) {
+  std::vector<core::NewStep> steps;
+  steps.reserve(plan.steps.size());
+  for (const auto& s : plan.steps) {
+    std::vector<std::string> needs;
+    needs.reserve(s.needs.size());
+    for (int need : s.needs) {
+      needs.push_back(plan.steps[need].id);
+    }
+    steps.push_back({s.id, std::string(core::to_string(s.kind)), s.display_command, std::move(needs), s.workdir});
+  }
+  return steps;
+}
+
 /// What the store records about a run as it starts. Takes the workflow's
 /// content rather than copying it: nothing later needs it.
 core::NewRun describe_run(core::Workflow& workflow, int argc, char** argv, std::int64_t started_ms) {
@@ -399,7 +414,7 @@ struct Session {
 /// reopened) as running under this process: plans it, records every step,
 /// finishes the run and pushes it as configured. Returns the exit status.
 int execute_session(core::TrackerStore& store, core::Executor& executor, std::optional<core::Workflow> workflow,
-                    const core::RunRecord& run, const Session& session);
+                    std::optional<core::Plan> plan, const core::RunRecord& run, const Session& session);
 
 } // namespace
 
@@ -461,10 +476,25 @@ int run_command(const GlobalOptions& global, const RunOptions& options, int argc
   Session session{*capacity, options.jobs, options.keep_going, options.no_push, core::SystemClock().wall_ms(), {}};
   core::NewRun new_run = describe_run(*workflow, argc, argv, session.started_ms);
   new_run.tags.insert(new_run.tags.end(), tags.begin(), tags.end());
-  auto run = (*store)->create_run(new_run);
+  // The plan is made inside the run's transaction, once its number and id
+  // are known: each step row is written once, with its resolved command.
+  std::optional<core::Plan> plan;
+  std::string plan_error;
+  auto run = (*store)->create_run(
+      new_run, [&](std::int64_t number, const std::string& id) -> core::Expected<std::vector<core::NewStep>> {
+        auto made = core::make_plan(*workflow, {id, number, (*store)->directory().string(), process_environment()});
+        if (!made) {
+          plan_error = made.error();
+          return core::Error{plan_error};
+        }
+        plan = std::move(*made);
+        return planned_steps(*plan);
+      });
   if (!run) {
-    std::fprintf(stderr, "kiln: error: %s\n", run.error().c_str());
-    return k_exit_internal;
+    // A plan that fails here passed ready_to_run: only a change of the
+    // environment in between can do it. Nothing was recorded.
+    std::fprintf(stderr, plan_error.empty() ? "kiln: error: %s\n" : "%s\n", run.error().c_str());
+    return plan_error.empty() ? k_exit_internal : k_exit_usage;
   }
   session.setup = [&options](const core::Plan& plan, core::SchedulerOptions& scheduler_options,
                              std::vector<char>& forced) {
@@ -504,13 +534,13 @@ int run_command(const GlobalOptions& global, const RunOptions& options, int argc
       forced[i] = 1;
     }
   };
-  return execute_session(**store, *executor, std::move(workflow), *run, session);
+  return execute_session(**store, *executor, std::move(workflow), std::move(*plan), *run, session);
 }
 
 namespace {
 
 int execute_session(core::TrackerStore& store, core::Executor& executor, std::optional<core::Workflow> workflow,
-                    const core::RunRecord& run, const Session& session) {
+                    std::optional<core::Plan> plan, const core::RunRecord& run, const Session& session) {
   const core::SystemClock clock;
   const std::optional<PushTarget> push_target = run_push_target(workflow->tracking, workflow->name);
   if (push_target) {
@@ -519,19 +549,16 @@ int execute_session(core::TrackerStore& store, core::Executor& executor, std::op
     }
   }
 
-  core::PlanContext context{run.id, run.number, store.directory().string(), process_environment()};
-  auto plan = core::make_plan(*workflow, context);
-  const std::string workflow_name = workflow->name;
-  // The plan holds all the run needs from here on: free the model (10,000
-  // steps are megabytes) before the run adds its own state.
-  workflow.reset();
   if (!plan) {
-    // Only possible if the environment changed under us; record it honestly.
-    std::fprintf(stderr, "%s\n", plan.error().c_str());
-    (void)store.finish_run(run.number, core::RunStatus::failed, k_exit_usage, clock.wall_ms());
-    return k_exit_usage;
-  }
-  {
+    // A resumed run: its steps exist; their commands are resolved anew.
+    auto made = core::make_plan(*workflow, {run.id, run.number, store.directory().string(), process_environment()});
+    if (!made) {
+      // Only possible if the environment changed under us; record it honestly.
+      std::fprintf(stderr, "%s\n", made.error().c_str());
+      (void)store.finish_run(run.number, core::RunStatus::failed, k_exit_usage, clock.wall_ms());
+      return k_exit_usage;
+    }
+    plan = std::move(*made);
     std::vector<core::TrackerStore::StepCommand> commands;
     for (const auto& s : plan->steps) {
       commands.push_back({s.id, s.display_command, s.workdir});
@@ -540,6 +567,10 @@ int execute_session(core::TrackerStore& store, core::Executor& executor, std::op
       std::fprintf(stderr, "kiln: warning: %s\n", recorded.error().c_str());
     }
   }
+  const std::string workflow_name = workflow->name;
+  // The plan holds all the run needs from here on: free the model (10,000
+  // steps are megabytes) before the run adds its own state.
+  workflow.reset();
   const auto log_dir = store.log_path(run.id, "x", 1, "out").parent_path();
   std::error_code ec;
   std::filesystem::create_directories(log_dir, ec);
@@ -798,7 +829,7 @@ int resume_command(const GlobalOptions& global, const ResumeOptions& options, in
       }
     }
   };
-  return execute_session(store, *executor, std::move(workflow), *reopened, session);
+  return execute_session(store, *executor, std::move(workflow), std::nullopt, *reopened, session);
 }
 
 } // namespace kiln::cli

@@ -41,6 +41,9 @@ void RunRecorder::attempt_finished(int step, int attempt, const AttemptOutcome& 
 }
 
 void RunRecorder::step_finished(int step, StepStatus status, const std::string& reason, std::int64_t at_ms) {
+  if (status == StepStatus::cached) {
+    return; // written by the StepDecider with the cache decision, in one UPDATE of the row
+  }
   if (m_pending && m_pending->step == step) {
     const StepEnd step_end{status, reason};
     check(m_store.end_attempt(m_run, m_plan.steps[step].id, m_pending->attempt, m_pending->end, &step_end));

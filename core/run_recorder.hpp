@@ -4,7 +4,8 @@
 // moment leaves the truth up to that moment. Changes that happen at the same
 // instant share one transaction (a step going running with its first
 // attempt; a last attempt ending with its step), which halves the commits
-// per step.
+// per step. A cached step is the exception: the StepDecider writes its
+// status with its cache decision, so its row is updated once, not twice.
 
 #include "core/plan.hpp"
 #include "core/scheduler.hpp"

@@ -131,7 +131,7 @@ StepDecider::StepDecider(TrackerStore& store, const Plan& plan, std::string work
                          InMemoryHashMemo& memo)
     : m_store(store), m_plan(plan), m_workflow(std::move(workflow_name)), m_forced(std::move(forced)), m_hasher(memo),
       m_memo(memo), m_cache_index(store, m_workflow, plan.run_number), m_keys(plan.steps.size()), m_cached_from(plan.steps.size()),
-      m_values(plan.steps.size()) {
+      m_values(plan.steps.size()), m_pending_of(plan.steps.size(), -1) {
   m_forced.resize(plan.steps.size(), 0);
   m_index.reserve(plan.steps.size());
   for (std::size_t i = 0; i < plan.steps.size(); ++i) {
@@ -501,7 +501,10 @@ StartDecision StepDecider::decide_cache(int step, const std::vector<std::pair<st
   record.step = planned.id;
   record.cache.key = key.key;
   record.cache.components_json = std::move(key.components_json);
-  auto keep_record = [&] { m_pending.push_back(std::move(record)); };
+  auto keep_record = [&] {
+    m_pending_of[step] = static_cast<int>(m_pending.size());
+    m_pending.push_back(std::move(record));
+  };
   if (m_forced[step] || !input_problem(inputs).empty()) {
     keep_record();
     return decision;
@@ -601,11 +604,29 @@ std::string StepDecider::verify(int step, int /*attempt*/) {
   return "";
 }
 
+void StepDecider::step_finished(int step, StepStatus status, const std::string& reason, std::int64_t at_ms) {
+  if (status != StepStatus::cached) {
+    return;
+  }
+  if (const int pending = m_pending_of[step]; pending >= 0) {
+    CacheDecision& decision = m_pending[static_cast<std::size_t>(pending)];
+    decision.settled = true;
+    decision.settled_ms = at_ms;
+    decision.reason = reason;
+    return;
+  }
+  // Its decision was written in an earlier turn of the loop.
+  if (auto done = m_store.set_step_status(m_plan.run_number, m_plan.steps[step].id, status, at_ms, reason); !done) {
+    m_errors.push_back(done.error());
+  }
+}
+
 void StepDecider::flush() {
   if (!m_pending.empty()) {
     if (auto done = m_store.record_cache_decisions(m_plan.run_number, m_pending); !done) {
       m_errors.push_back(done.error());
     }
+    std::fill(m_pending_of.begin(), m_pending_of.end(), -1);
     m_pending.clear();
   }
   if (auto changed = m_memo.changed(); !changed.empty()) {

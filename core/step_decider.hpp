@@ -88,6 +88,9 @@ public:
 
   StartDecision prepare(int step, bool failure_upstream, const std::function<StepStatus(int)>& status) override;
   std::string verify(int step, int attempt) override;
+  /// A cached step's status is written with its cache decision (the
+  /// RunRecorder leaves cached steps alone).
+  void step_finished(int step, StepStatus status, const std::string& reason, std::int64_t at_ms) override;
   void before_wait() override { flush(); }
 
   /// Writes what is held; called at the end of the run too. Errors are
@@ -133,6 +136,8 @@ private:
   /// Per step, the steps.* values its command used (part of its key).
   std::vector<std::vector<std::pair<std::string, std::string>>> m_values;
   std::vector<CacheDecision> m_pending;
+  /// Per step, its decision's index in m_pending while it is there, else -1.
+  std::vector<int> m_pending_of;
   std::vector<std::string> m_errors;
 };
 

@@ -698,7 +698,7 @@ Error TrackerStore::no_run(std::int64_t number) const {
   return Error{"no run " + std::to_string(number) + " in " + database_file().string()};
 }
 
-Expected<RunRecord> TrackerStore::create_run(const NewRun& new_run) {
+Expected<RunRecord> TrackerStore::create_run(const NewRun& new_run, const StepsOfRun& steps_of) {
   std::string id;
   std::string source_hash;
   try {
@@ -742,6 +742,15 @@ Expected<RunRecord> TrackerStore::create_run(const NewRun& new_run) {
     }
   }
   std::int64_t number = m_database.last_insert_rowid();
+  std::vector<NewStep> made;
+  if (steps_of) {
+    auto steps = steps_of(number, id);
+    if (!steps) {
+      return Error{steps.error()};
+    }
+    made = std::move(*steps);
+  }
+  const std::vector<NewStep>& steps = steps_of ? made : new_run.steps;
   {
     Expected<CachedStatement> insert =
         m_database.cached("INSERT INTO steps (run, id, position, kind, command, needs_json, status, workdir) "
@@ -750,7 +759,7 @@ Expected<RunRecord> TrackerStore::create_run(const NewRun& new_run) {
       return Error{insert.error()};
     }
     std::int64_t position = 0;
-    for (const NewStep& step : new_run.steps) {
+    for (const NewStep& step : steps) {
       insert->bind_all(number, step.id, position++, step.kind, step.command, dump(nlohmann::json(step.needs)),
                        to_string(StepStatus::pending), step.workdir);
       if (Expected<void> done = insert->run(); !done) {
@@ -810,7 +819,7 @@ Expected<RunRecord> TrackerStore::create_run(const NewRun& new_run) {
   run.kiln_version = new_run.kiln_version;
   run.command_line = new_run.command_line;
   run.runner = new_run.runner;
-  run.steps.pending = static_cast<int>(new_run.steps.size());
+  run.steps.pending = static_cast<int>(steps.size());
   return run;
 }
 

@@ -284,6 +284,11 @@ struct CacheDecision {
   StepCache cache;
   /// With cache.cached_from: the step in that run (the same id, unless renamed).
   std::string from_step;
+  /// Set once the step is settled cached: its status (cached), end time and
+  /// reason are written with the decision, in the same UPDATE of its row.
+  bool settled = false;
+  std::int64_t settled_ms = 0;
+  std::string reason;
 };
 
 /// A step's key in a run, and the run that executed it with that key.
@@ -347,9 +352,15 @@ public:
   const std::filesystem::path& directory() const { return m_directory; }
   std::filesystem::path database_file() const { return m_directory / "kiln.db"; }
 
+  /// Makes a run's steps once its number and id are known: commands and
+  /// workdirs may name the run.
+  using StepsOfRun = std::function<Expected<std::vector<NewStep>>(std::int64_t number, const std::string& id)>;
   /// Inserts the run (status running) and its steps (pending). The id is
   /// random; the number is the next in the store, safe under concurrency.
-  Expected<RunRecord> create_run(const NewRun& run);
+  /// With `steps_of`, the steps are what it makes, inside the same
+  /// transaction, rather than `run.steps`: each step row is written once,
+  /// with its resolved command, and a failure records nothing.
+  Expected<RunRecord> create_run(const NewRun& run, const StepsOfRun& steps_of = {});
   struct StepCommand {
     std::string id;
     std::string command;
@@ -523,7 +534,8 @@ public:
   /// Records keys, in one transaction. A decision with cached_from also
   /// copies, from the execution it stands for, what downstream steps and
   /// readers use: its outputs (KILN_OUTPUTS), params, tags, artifacts (rows
-  /// sharing the blobs) and each metric's last value.
+  /// sharing the blobs) and each metric's last value. A settled decision
+  /// also records the step cached: one write of its row, not two.
   Expected<void> record_cache_decisions(std::int64_t run, const std::vector<CacheDecision>& decisions);
   /// The newest succeeded execution (in any run but `except_run`) whose key is `key`.
   Expected<std::optional<CacheHit>> find_cache_hit(std::string_view key, std::int64_t except_run);

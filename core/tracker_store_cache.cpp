@@ -35,7 +35,8 @@ Expected<void> TrackerStore::record_cache_decisions(std::int64_t run, const std:
   // small inserts and eight statements, not 70,000 statements.
   if (Expected<void> made = m_database.exec(
           "CREATE TEMP TABLE IF NOT EXISTS cache_batch (step TEXT PRIMARY KEY, cache_key TEXT NOT NULL, "
-          "cache_json TEXT NOT NULL, from_run INTEGER, from_step TEXT NOT NULL)");
+          "cache_json TEXT NOT NULL, from_run INTEGER, from_step TEXT NOT NULL, settled_ms INTEGER, "
+          "reason TEXT NOT NULL)");
       !made) {
     return made;
   }
@@ -45,15 +46,16 @@ Expected<void> TrackerStore::record_cache_decisions(std::int64_t run, const std:
   }
   {
     Expected<CachedStatement> insert =
-        m_database.cached("INSERT OR REPLACE INTO temp.cache_batch (step, cache_key, cache_json, from_run, from_step) "
-                          "VALUES (?1, ?2, ?3, ?4, ?5)");
+        m_database.cached("INSERT OR REPLACE INTO temp.cache_batch (step, cache_key, cache_json, from_run, from_step, "
+                          "settled_ms, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
     if (!insert) {
       return Error{insert.error()};
     }
     for (const CacheDecision& d : decisions) {
       // A cached step's components are its source's: not stored twice.
       insert->bind_all(d.step, d.cache.key, d.cache.cached_from ? std::string_view() : d.cache.components_json,
-                       d.cache.cached_from, d.from_step);
+                       d.cache.cached_from, d.from_step,
+                       d.settled ? std::optional<std::int64_t>(d.settled_ms) : std::nullopt, d.reason);
       if (Expected<void> done = insert->run(); !done) {
         return done;
       }
@@ -63,7 +65,9 @@ Expected<void> TrackerStore::record_cache_decisions(std::int64_t run, const std:
   // outputs, params, tags, artifacts (rows sharing the blobs) and one point
   // per metric, its last value, which conditions and gates read.
   static constexpr std::string_view k_statements[] = {
-      "UPDATE steps SET cache_key = b.cache_key, cache_json = b.cache_json, cached_from = b.from_run "
+      "UPDATE steps SET cache_key = b.cache_key, cache_json = b.cache_json, cached_from = b.from_run, "
+      "status = iif(b.settled_ms IS NULL, status, 'cached'), ended_ms = coalesce(b.settled_ms, ended_ms), "
+      "reason = iif(b.settled_ms IS NULL, steps.reason, b.reason) "
       "FROM temp.cache_batch AS b WHERE steps.run = ?1 AND steps.id = b.step",
       "INSERT OR REPLACE INTO step_outputs (run, step, name, value) SELECT ?1, b.step, o.name, o.value "
       "FROM temp.cache_batch AS b JOIN step_outputs AS o ON o.run = b.from_run AND o.step = b.from_step",

@@ -231,6 +231,74 @@ TEST_SUITE("core::TrackerStore") {
     CHECK(*content == first.workflow_content);
   }
 
+  TEST_CASE("create_run with steps_of: the steps it makes from the run's number and id, or nothing at all") {
+    TempDir temp;
+    auto store = open_store(temp.path() / ".kiln");
+    create(*store, make_run("train"));
+
+    NewRun run = make_run("train");
+    std::int64_t seen_number = 0;
+    std::string seen_id;
+    Expected<RunRecord> made = store->create_run(run, [&](std::int64_t number, const std::string& id) {
+      seen_number = number;
+      seen_id = id;
+      std::vector<NewStep> steps;
+      steps.push_back({"only", "train", "python train.py --run " + std::to_string(number), {}, "/work/" + id});
+      return Expected<std::vector<NewStep>>(std::move(steps));
+    });
+    REQUIRE_MESSAGE(made.ok(), (made.ok() ? "" : made.error()));
+    CHECK(seen_number == 2);
+    CHECK(made->number == 2);
+    CHECK(seen_id == made->id);
+    CHECK(made->steps.pending == 1);
+    // The made steps replace run.steps, with their commands and workdirs.
+    auto steps = ok(store->steps(2));
+    REQUIRE(steps.size() == 1);
+    CHECK(steps[0].id == "only");
+    CHECK(steps[0].kind == "train");
+    CHECK(steps[0].command == "python train.py --run 2");
+    CHECK(steps[0].workdir == "/work/" + made->id);
+    CHECK(steps[0].status == StepStatus::pending);
+
+    // A failure records nothing: no run, no steps, no number used up by a
+    // visible run.
+    Expected<RunRecord> refused = store->create_run(
+        run, [](std::int64_t, const std::string&) -> Expected<std::vector<NewStep>> { return Error{"bad plan"}; });
+    REQUIRE_FALSE(refused.ok());
+    CHECK(refused.error() == "bad plan");
+    auto runs = ok(store->list_runs({}));
+    CHECK(runs.size() == 2);
+    auto none = store->steps(3);
+    REQUIRE_FALSE(none.ok());
+    CHECK(none.error().find("no run 3") != std::string::npos);
+  }
+
+  TEST_CASE("a settled cache decision records the step cached in the same write; an unsettled one leaves its status") {
+    TempDir temp;
+    auto store = open_store(temp.path() / ".kiln");
+    RunRecord first = create(*store, make_run("train"));
+    RunRecord second = create(*store, make_run("train"));
+    CacheDecision settled{"s0", StepCache{"k0", "", first.number}, "s0"};
+    settled.settled = true;
+    settled.settled_ms = 1234;
+    settled.reason = "unchanged since run 1";
+    CacheDecision unsettled{"s1", StepCache{"k1", "{}", std::nullopt}, ""};
+    check(store->record_cache_decisions(second.number, {settled, unsettled}));
+    auto steps = ok(store->steps(second.number));
+    REQUIRE(steps.size() == 2);
+    CHECK(steps[0].status == StepStatus::cached);
+    CHECK(steps[0].ended_ms == std::optional<std::int64_t>(1234));
+    CHECK_FALSE(steps[0].started_ms.has_value());
+    CHECK(steps[0].reason == "unchanged since run 1");
+    CHECK(steps[1].status == StepStatus::pending);
+    CHECK_FALSE(steps[1].ended_ms.has_value());
+    CHECK(steps[1].reason.empty());
+    auto cache = ok(store->step_cache(second.number, "s0"));
+    REQUIRE(cache.has_value());
+    CHECK(cache->key == "k0");
+    CHECK(cache->cached_from == std::optional<std::int64_t>(first.number));
+  }
+
   TEST_CASE("resolve_run by last, number, id and prefix, with clear errors") {
     TempDir temp;
     auto store = open_store(temp.path() / ".kiln");
