@@ -2,6 +2,7 @@
 
 #include "core/template.hpp"
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <filesystem>
@@ -133,6 +134,9 @@ StepDecider::StepDecider(TrackerStore& store, const Plan& plan, std::string work
       m_memo(memo), m_cache_index(store, m_workflow, plan.run_number), m_keys(plan.steps.size()), m_cached_from(plan.steps.size()),
       m_values(plan.steps.size()), m_pending_of(plan.steps.size(), -1) {
   m_forced.resize(plan.steps.size(), 0);
+  // Every cached step leaves a decision: reserved once, not regrown.
+  m_pending.reserve(static_cast<std::size_t>(
+      std::count_if(plan.steps.begin(), plan.steps.end(), [](const PlannedStep& s) { return s.cache; })));
   m_index.reserve(plan.steps.size());
   for (std::size_t i = 0; i < plan.steps.size(); ++i) {
     m_index.emplace(plan.steps[i].id, static_cast<int>(i));
@@ -534,6 +538,7 @@ StartDecision StepDecider::decide_cache(int step, const std::vector<std::pair<st
   const auto hit = &lookup->hit;
   const std::int64_t from_run = hit->run;
   record.cache.cached_from = from_run;
+  record.cache.components_json = {}; // its source's are the same; not stored twice
   record.from_step = hit->step;
   m_cached_from[step] = Source{from_run, hit->step};
   decision.action = StartDecision::Action::cached;

@@ -226,6 +226,9 @@ Expected<std::optional<double>> TrackerStore::previous_metric(std::string_view w
 
 Expected<std::unordered_map<std::string, MemoEntry>> TrackerStore::load_hash_memo() {
   std::unordered_map<std::string, MemoEntry> memo;
+  if (Expected<std::int64_t> count = m_database.query_int64("SELECT count(*) FROM file_hashes")) {
+    memo.reserve(static_cast<std::size_t>(*count));
+  }
   Expected<void> done =
       m_database.each_row("SELECT path, size, mtime_ns, ctime_ns, inode, device, sha256, hashed_at_ns FROM file_hashes",
                           [&](StatementRef& row) {
