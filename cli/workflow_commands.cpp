@@ -370,6 +370,17 @@ namespace {
 /// How the steps a partial run leaves out are recorded (skipped) begins.
 constexpr std::string_view k_unselected = "not selected (";
 
+/// The steps of `plan` that ask for more than `capacity`, one
+/// "FILE: error: ..." line each; "" when none does.
+std::string capacity_problems(const core::Workflow& workflow, const core::Plan& plan,
+                              const plugins::Capacity& capacity) {
+  std::string text;
+  for (const std::string& problem : plugins::check_capacity(plan, capacity)) {
+    text += (text.empty() ? "" : "\n") + workflow.file + ": error: " + problem;
+  }
+  return text;
+}
+
 /// What the run's steps may use, once it is known that the workflow plans
 /// (no unset env.X) and no step asks for more than that: caught before
 /// anything is recorded. Nothing after printing the problems.
@@ -385,11 +396,8 @@ std::optional<plugins::Capacity> ready_to_run(const core::Workflow& workflow, co
     std::fprintf(stderr, "%s\n", plan.error().c_str());
     return std::nullopt;
   }
-  const std::vector<std::string> problems = plugins::check_capacity(*plan, *capacity);
-  for (const std::string& problem : problems) {
-    std::fprintf(stderr, "%s: error: %s\n", workflow.file.c_str(), problem.c_str());
-  }
-  if (!problems.empty()) {
+  if (const std::string problems = capacity_problems(workflow, *plan, *capacity); !problems.empty()) {
+    std::fprintf(stderr, "%s\n", problems.c_str());
     return std::nullopt;
   }
   return std::move(*capacity);
@@ -457,8 +465,11 @@ int run_command(const GlobalOptions& global, const RunOptions& options, int argc
       }
     }
   }
-  const std::optional<plugins::Capacity> capacity = ready_to_run(*workflow, options.resources);
+  // The plan is checked (templates, resources) where it is made, inside the
+  // run's transaction: a problem there records nothing.
+  const auto capacity = capacity_for(options.resources, *workflow);
   if (!capacity) {
+    std::fprintf(stderr, "kiln: error: %s\n", capacity.error().c_str());
     return k_exit_usage;
   }
   auto store = open_store(global.store);
@@ -487,12 +498,14 @@ int run_command(const GlobalOptions& global, const RunOptions& options, int argc
           plan_error = made.error();
           return core::Error{plan_error};
         }
+        plan_error = capacity_problems(*workflow, *made, *capacity);
+        if (!plan_error.empty()) {
+          return core::Error{plan_error};
+        }
         plan = std::move(*made);
         return planned_steps(*plan);
       });
   if (!run) {
-    // A plan that fails here passed ready_to_run: only a change of the
-    // environment in between can do it. Nothing was recorded.
     std::fprintf(stderr, plan_error.empty() ? "kiln: error: %s\n" : "%s\n", run.error().c_str());
     return plan_error.empty() ? k_exit_internal : k_exit_usage;
   }
