@@ -94,7 +94,8 @@ def main():
         print(f"steps: {args.steps}, each with one input and one output (layered graph)")
         print(f"first run (all steps execute, -j2): {first:.1f} s")
         print(f"no-op rerun, every step cached: median {statistics.median(walls) * 1000:.0f} ms "
-              f"(min {min(walls) * 1000:.0f}, max {max(walls) * 1000:.0f}, {args.repeat} runs)")
+              f"(min {min(walls) * 1000:.0f}, max {max(walls) * 1000:.0f}, {args.repeat} runs: "
+              + " ".join(f"{w * 1000:.0f}" for w in walls) + ")")
         if shutil.which("ninja"):
             timed(["ninja", "-j2"], root, env)
             nwalls = [timed(["ninja", "-j2"], root, env)[0] for _ in range(args.repeat)]
