@@ -105,6 +105,25 @@ TEST_SUITE("core::compute_cache_key") {
     CHECK(keys.size() == 17);
   }
 
+  TEST_CASE("keys stay what earlier versions computed, for any text: quotes, control characters, UTF-8, bad UTF-8") {
+    Fixture f;
+    f.train().display_command = "echo \"caf\xc3\xa9\" \\ \t\x01\x7f | tr -d '\n'";
+    f.train().env = {"MODE=fast", "BAD=\xff\xfe ok", "EMPTY=", "NOVALUE"};
+    f.train().params_used = {{"name", "na\u00efve \xe2\x82\xac"}, {"C", "1"}};
+    f.values = {{"steps.prepare.outputs.path", "/tmp/\x1b[0m"}};
+    const CacheKey key = f.key();
+    // The text is canonical JSON as nlohmann::json writes it: parsing it and
+    // writing it again changes nothing (bad UTF-8 became U+FFFD).
+    const json parsed = json::parse(key.components_json);
+    CHECK(parsed.dump(-1, ' ', false, json::error_handler_t::replace) == key.components_json);
+    CHECK(parsed["env:BAD"] == "\xef\xbf\xbd\xef\xbf\xbd ok");
+    CHECK(parsed["env:NOVALUE"] == "");
+    CHECK(key.key == sha256_hex(key.components_json));
+    // Pinned: a change here invalidates every cache users have.
+    CHECK(key.key == "2d585f89429ee304fa7c57291ad1dadbe75384cdb32149b2aab5835ba00dbcec");
+    CHECK(Fixture().key().key == "c1906efad5dab16b3ef3c9d891636146a6adc83530c400b4f1bbb6f7f60928fe");
+  }
+
   TEST_CASE("the runner's own environment, argv and retry policy are not part of the key") {
     Fixture f;
     const std::string base = f.key().key;
