@@ -58,7 +58,8 @@ void ConsoleReporter::draw_status() {
   const auto& planned = m_plan.steps[step];
   std::string text = counter() + " " + planned.id;
   if (planned.retries.limit > 0) {
-    text += " (attempt " + std::to_string(view.attempt) + "/" + std::to_string(planned.retries.limit + 1) + ")";
+    text += " (attempt " + std::to_string(view.attempt) + "/" +
+            std::to_string(view.first_attempt + planned.retries.limit) + ")";
   }
   const auto elapsed = std::chrono::duration_cast<core::Millis>(m_clock.now() - view.attempt_started_at).count();
   text += " " + std::to_string(elapsed / 1000) + "s";
@@ -82,6 +83,9 @@ void ConsoleReporter::attempt_started(int step, int attempt, const core::LaunchS
                                       std::int64_t at_ms) {
   auto& view = m_steps[step];
   view.attempt = attempt;
+  if (view.first_attempt == 0) {
+    view.first_attempt = attempt;
+  }
   view.attempt_started_ms = at_ms;
   view.attempt_started_at = m_clock.now();
   view.stdout_path = spec.stdout_path;

@@ -37,6 +37,9 @@ public:
 private:
   struct StepView {
     int attempt = 0;
+    /// The number of this session's first attempt: a resumed run's attempts
+    /// go on from its earlier ones, and each session may retry in full.
+    int first_attempt = 0;
     std::int64_t started_ms = 0;
     std::int64_t attempt_started_ms = 0;
     core::TimePoint attempt_started_at{};
