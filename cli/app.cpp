@@ -13,6 +13,28 @@ namespace kiln::cli {
 
 namespace {
 
+/// STEP,STEP,... values split at the commas outside brackets (a matrix
+/// variant's id, train[C=1,penalty=l2], is one name), empty names dropped.
+std::vector<std::string> split_step_names(const std::vector<std::string>& values) {
+  std::vector<std::string> names;
+  for (const std::string& value : values) {
+    int depth = 0;
+    std::string name;
+    for (char ch : value) {
+      depth += ch == '[' ? 1 : (ch == ']' && depth > 0 ? -1 : 0);
+      if (ch == ',' && depth == 0) {
+        names.push_back(std::move(name));
+        name.clear();
+        continue;
+      }
+      name += ch;
+    }
+    names.push_back(std::move(name));
+  }
+  names.erase(std::remove(names.begin(), names.end(), std::string()), names.end());
+  return names;
+}
+
 /// -o,--output FORMAT, limited to what the command can write: any other
 /// value, csv included, is a usage error (exit 2) naming the accepted ones.
 void add_output_option(CLI::App* command, OutputFormat& format, std::vector<OutputFormat> accepted) {
@@ -104,27 +126,25 @@ int main(int argc, char** argv) {
   run->add_option("--only", run_options.only,
                   "Run only these steps, taking what they need as done (repeatable, or comma-separated)")
       ->type_name("STEP")
-      ->delimiter(',')
       ->allow_extra_args(false);
   run->add_option("--from", run_options.from, "Run this step and everything downstream of it (repeatable)")
       ->type_name("STEP")
-      ->delimiter(',')
       ->allow_extra_args(false);
   auto* force = run->add_option("--force", run_options.force,
                                 "Run cached steps anyway: every one, or only these (--force=STEP,...)")
                     ->type_name("STEP")
                     ->expected(0, 1)
-                    ->delimiter(',')
                     ->allow_extra_args(false);
   run->add_flag("--no-push", run_options.no_push,
                 "Do not push to the tracking server at the end; `kiln push --pending` sends the run later");
   run->add_option("--store", global.store, "Tracker store directory")->type_name("DIR");
 
   run->callback([&run_options, force] {
+    for (auto* names : {&run_options.only, &run_options.from, &run_options.force}) {
+      *names = split_step_names(*names);
+    }
     // A bare --force (CLI11 gives it one empty value) forces every step.
-    auto& names = run_options.force;
-    names.erase(std::remove(names.begin(), names.end(), std::string()), names.end());
-    run_options.force_all = force->count() > 0 && names.empty();
+    run_options.force_all = force->count() > 0 && run_options.force.empty();
   });
 
   ResumeOptions resume_options;

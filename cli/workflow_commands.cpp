@@ -453,7 +453,10 @@ int run_command(const GlobalOptions& global, const RunOptions& options, int argc
     }
     for (const auto* names : {&options.only, &options.from, &options.force}) {
       for (const std::string& name : *names) {
-        if (workflow->step(name) == nullptr) {
+        // A matrix's name stands for all its variants.
+        const bool a_matrix = std::any_of(workflow->steps.begin(), workflow->steps.end(),
+                                          [&](const core::Step& s) { return s.matrix_of == name; });
+        if (workflow->step(name) == nullptr && !a_matrix) {
           std::fprintf(stderr, "kiln: error: %s %s: no step '%s' in %s%s\n",
                        names == &options.only   ? "--only"
                        : names == &options.from ? "--from"
@@ -511,11 +514,15 @@ int run_command(const GlobalOptions& global, const RunOptions& options, int argc
   }
   session.setup = [&options](const core::Plan& plan, core::SchedulerOptions& scheduler_options,
                              std::vector<char>& forced) {
+    // A name picks its step, or every variant of the matrix of that name.
     auto indices = [&](const std::vector<std::string>& names) {
       std::vector<int> out;
       for (const std::string& name : names) {
         for (std::size_t i = 0; i < plan.steps.size(); ++i) {
-          if (plan.steps[i].id == name) {
+          const std::string& id = plan.steps[i].id;
+          const bool variant = !plan.steps[i].matrix.empty() && id.size() > name.size() && id.starts_with(name) &&
+                               id[name.size()] == '[';
+          if (id == name || variant) {
             out.push_back(static_cast<int>(i));
           }
         }

@@ -69,6 +69,17 @@ assert len(spans) == 6, spans
 most = max(sum(1 for s, e in spans if s <= t < e) for t, _ in spans)
 assert most == 2, most
 PY
+# A matrix's name in --only (or --from, --force) stands for all its variants.
+expect_exit 0 "$KILN" run sweep.yaml --only train -j 6
+expect_output "(6 succeeded, 7 skipped)"
+expect_statuses "train[C=0.1,penalty=l1]=succeeded train[C=0.1,penalty=l2]=succeeded train[C=1,penalty=l1]=succeeded train[C=1,penalty=l2]=succeeded train[C=10,penalty=l1]=succeeded train[C=10,penalty=l2]=succeeded check[C=0.1,penalty=l1]=skipped check[C=0.1,penalty=l2]=skipped check[C=1,penalty=l1]=skipped check[C=1,penalty=l2]=skipped check[C=10,penalty=l1]=skipped check[C=10,penalty=l2]=skipped pick=skipped"
+expect_exit 0 "$KILN" run sweep.yaml --only "train[C=1,penalty=l2]"
+expect_output "(1 succeeded, 12 skipped)"
+# A list splits at the commas outside a variant's brackets.
+expect_exit 0 "$KILN" run sweep.yaml --only "train[C=1,penalty=l2],train[C=10,penalty=l1]"
+expect_output "(2 succeeded, 11 skipped)"
+expect_exit 2 "$KILN" run sweep.yaml --only trian
+expect_output "--only trian: no step 'trian' in sweep.yaml"
 
 # include and exclude.
 cat > inc.yaml <<'YAML'
