@@ -78,6 +78,10 @@ int status_command(const GlobalOptions& global, const WorkflowOptions& options, 
     f.id = step.id;
     f.verdict = "runs";
     runs[index] = 1;
+    if (!step.when.empty()) {
+      // Upstream statuses and metrics are known only during the run.
+      f.reasons.push_back("when: " + step.when.text + " (decided as it starts)");
+    }
     if (!step.cache) {
       f.reasons.push_back("not cached (declare its inputs and outputs, or set cache: true)");
       continue;

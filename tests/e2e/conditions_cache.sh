@@ -245,6 +245,10 @@ expect_json '[s["reason"] for s in d["step_list"] if s["id"] in ("deploy", "neve
   "['condition false: steps.check.metrics.accuracy > 0.85 (steps.check.metrics.accuracy = 0.8)', 'condition false: false']"
 expect_exit 0 "$KILN" logs last cleanup
 expect_output "cleanup after succeeded"
+# status names a step's condition: it is decided only as the step starts.
+expect_exit 0 "$KILN" status g.yaml
+expect_output "when: steps.check.metrics.accuracy > 0.85 (decided as it starts)"
+expect_output "when: false (decided as it starts)"
 gates_first=$("$KILN" runs show last --output json | "$PY" -c "import json,sys; print(json.load(sys.stdin)['number'])")
 
 # Accuracy drops: the gate fails the step once (no retry), deploy is skipped
