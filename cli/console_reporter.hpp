@@ -31,6 +31,9 @@ public:
   std::optional<core::TimePoint> next_refresh() const override;
   void refresh(core::TimePoint now) override;
 
+  /// Steps settled before this session (a resumed run's kept steps, which
+  /// the scheduler does not report) count as finished in the [n/N] counter.
+  void count_settled(int steps) { m_finished += steps; }
   /// Clears the status line before the caller prints its summary.
   void finish();
 

@@ -627,6 +627,7 @@ int execute_session(core::TrackerStore& store, core::Executor& executor, std::op
   core::RunRecorder recorder(store, *plan, run.number, std::string(executor.name()));
   core::TrackingRecorder tracking(store, *plan, run.number, clock, workflows::yaml_to_json);
   ConsoleReporter console(*plan, run.number, clock, terminal, stdout);
+  console.count_settled(static_cast<int>(kept));
   core::InMemoryHashMemo memo;
   if (std::any_of(plan->steps.begin(), plan->steps.end(), [](const core::PlannedStep& s) { return s.cache; })) {
     if (auto loaded = store.load_hash_memo()) {

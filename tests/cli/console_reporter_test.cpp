@@ -53,4 +53,24 @@ TEST_SUITE("cli::ConsoleReporter") {
     }
     std::fclose(file);
   }
+
+  TEST_CASE("the [n/N] counter counts the steps a resumed run kept as finished") {
+    kiln::core::Plan plan;
+    for (const char* id : {"prepare", "train", "report"}) {
+      kiln::core::PlannedStep step;
+      step.id = id;
+      plan.steps.push_back(step);
+    }
+    kiln::testing::FakeClock clock;
+    std::FILE* file = std::tmpfile();
+    REQUIRE(file != nullptr);
+    kiln::cli::ConsoleReporter console(plan, 1, clock, kiln::cli::Terminal{true, false, 120}, file);
+    console.count_settled(1);
+    console.attempt_started(1, 2, kiln::core::LaunchSpec{}, kiln::core::JobStarted{}, 0);
+    CHECK(written(file).find("[1/3] train") != std::string::npos);
+    console.step_finished(1, kiln::core::StepStatus::succeeded, "", 10);
+    console.attempt_started(2, 1, kiln::core::LaunchSpec{}, kiln::core::JobStarted{}, 10);
+    CHECK(written(file).find("[2/3] report") != std::string::npos);
+    std::fclose(file);
+  }
 }
