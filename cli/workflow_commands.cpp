@@ -143,8 +143,8 @@ std::string retries_text(const core::RetryPolicy& r) {
          format_duration_ms(r.delay.count()) + (r.jitter ? "~" : "");
 }
 
-/// The workflow's steps as the store first records them (commands follow
-/// with the plan).
+/// The workflow's steps as a resumed run records those it did not have yet
+/// (commands follow with the plan).
 std::vector<core::NewStep> new_steps(const core::Workflow& workflow) {
   std::vector<core::NewStep> steps;
   for (const auto& s : workflow.steps) {
@@ -168,8 +168,9 @@ std::vector<core::NewStep> planned_steps(const core::Plan& plan) {
   return steps;
 }
 
-/// What the store records about a run as it starts. Takes the workflow's
-/// content rather than copying it: nothing later needs it.
+/// What the store records about a run as it starts, but its steps (made
+/// from the plan, in create_run). Takes the workflow's content rather than
+/// copying it: nothing later needs it.
 core::NewRun describe_run(core::Workflow& workflow, int argc, char** argv, std::int64_t started_ms) {
   core::NewRun new_run;
   new_run.workflow_name = workflow.name;
@@ -195,7 +196,6 @@ core::NewRun describe_run(core::Workflow& workflow, int argc, char** argv, std::
   new_run.command_line = command_line(argc, argv);
   new_run.runner = {new_run.host, static_cast<std::int64_t>(getpid()), plugins::self_start_ticks()};
   new_run.started_ms = started_ms;
-  new_run.steps = new_steps(workflow);
   new_run.tags = workflow.tags;
   return new_run;
 }
