@@ -143,16 +143,6 @@ std::string retries_text(const core::RetryPolicy& r) {
          format_duration_ms(r.delay.count()) + (r.jitter ? "~" : "");
 }
 
-/// The workflow's steps as a resumed run records those it did not have yet
-/// (commands follow with the plan).
-std::vector<core::NewStep> new_steps(const core::Workflow& workflow) {
-  std::vector<core::NewStep> steps;
-  for (const auto& s : workflow.steps) {
-    steps.push_back({s.id, std::string(core::to_string(s.kind)), {}, s.needs, {}});
-  }
-  return steps;
-}
-
 /// The plan's steps as the store records them, commands resolved.
 std::vector<core::NewStep> planned_steps(const core::Plan& plan) {
   std::vector<core::NewStep> steps;
@@ -381,17 +371,19 @@ std::string capacity_problems(const core::Workflow& workflow, const core::Plan& 
   return text;
 }
 
-/// What the run's steps may use, once it is known that the workflow plans
-/// (no unset env.X) and no step asks for more than that: caught before
-/// anything is recorded. Nothing after printing the problems.
-std::optional<plugins::Capacity> ready_to_run(const core::Workflow& workflow, const ResourceOptions& resources) {
+/// The plan of `workflow` for `run` and what its steps may use, once it is
+/// known that the workflow plans (no unset env.X) and no step asks for more
+/// than that. Nothing after printing the problems.
+std::optional<std::pair<core::Plan, plugins::Capacity>> plan_run(const core::TrackerStore& store,
+                                                                  const core::Workflow& workflow,
+                                                                  const core::RunRecord& run,
+                                                                  const ResourceOptions& resources) {
   auto capacity = capacity_for(resources, workflow);
   if (!capacity) {
     std::fprintf(stderr, "kiln: error: %s\n", capacity.error().c_str());
     return std::nullopt;
   }
-  core::PlanContext probe{"00000000000000000000000000000000", 0, "", process_environment()};
-  auto plan = core::make_plan(workflow, probe);
+  auto plan = core::make_plan(workflow, {run.id, run.number, store.directory().string(), process_environment()});
   if (!plan) {
     std::fprintf(stderr, "%s\n", plan.error().c_str());
     return std::nullopt;
@@ -400,7 +392,7 @@ std::optional<plugins::Capacity> ready_to_run(const core::Workflow& workflow, co
     std::fprintf(stderr, "%s\n", problems.c_str());
     return std::nullopt;
   }
-  return std::move(*capacity);
+  return std::pair{std::move(*plan), std::move(*capacity)};
 }
 
 /// How a session of a run goes beside its plan: `kiln run`'s flags, or what
@@ -418,11 +410,12 @@ struct Session {
   std::function<void(const core::Plan&, core::SchedulerOptions&, std::vector<char>& forced)> setup;
 };
 
-/// Runs `workflow` as a session of `run`, which is recorded (created or
-/// reopened) as running under this process: plans it, records every step,
-/// finishes the run and pushes it as configured. Returns the exit status.
+/// Runs `plan`, of `workflow`, as a session of `run`, which is recorded
+/// (created or reopened) as running under this process with its steps'
+/// commands: records every step, finishes the run and pushes it as
+/// configured. Returns the exit status.
 int execute_session(core::TrackerStore& store, core::Executor& executor, std::optional<core::Workflow> workflow,
-                    std::optional<core::Plan> plan, const core::RunRecord& run, const Session& session);
+                    const core::Plan& plan, const core::RunRecord& run, const Session& session);
 
 } // namespace
 
@@ -554,13 +547,13 @@ int run_command(const GlobalOptions& global, const RunOptions& options, int argc
       forced[i] = 1;
     }
   };
-  return execute_session(**store, *executor, std::move(workflow), std::move(*plan), *run, session);
+  return execute_session(**store, *executor, std::move(workflow), *plan, *run, session);
 }
 
 namespace {
 
 int execute_session(core::TrackerStore& store, core::Executor& executor, std::optional<core::Workflow> workflow,
-                    std::optional<core::Plan> plan, const core::RunRecord& run, const Session& session) {
+                    const core::Plan& plan, const core::RunRecord& run, const Session& session) {
   const core::SystemClock clock;
   const std::optional<PushTarget> push_target = run_push_target(workflow->tracking, workflow->name);
   if (push_target) {
@@ -569,24 +562,6 @@ int execute_session(core::TrackerStore& store, core::Executor& executor, std::op
     }
   }
 
-  if (!plan) {
-    // A resumed run: its steps exist; their commands are resolved anew.
-    auto made = core::make_plan(*workflow, {run.id, run.number, store.directory().string(), process_environment()});
-    if (!made) {
-      // Only possible if the environment changed under us; record it honestly.
-      std::fprintf(stderr, "%s\n", made.error().c_str());
-      (void)store.finish_run(run.number, core::RunStatus::failed, k_exit_usage, clock.wall_ms());
-      return k_exit_usage;
-    }
-    plan = std::move(*made);
-    std::vector<core::TrackerStore::StepCommand> commands;
-    for (const auto& s : plan->steps) {
-      commands.push_back({s.id, s.display_command, s.workdir});
-    }
-    if (auto recorded = store.set_step_commands(run.number, commands); !recorded) {
-      std::fprintf(stderr, "kiln: warning: %s\n", recorded.error().c_str());
-    }
-  }
   const std::string workflow_name = workflow->name;
   // The plan holds all the run needs from here on: free the model (10,000
   // steps are megabytes) before the run adds its own state.
@@ -609,42 +584,42 @@ int execute_session(core::TrackerStore& store, core::Executor& executor, std::op
   scheduler_options.gpus = session.capacity.gpus;
   scheduler_options.keep_going = session.keep_going ? core::KeepGoing::yes : core::KeepGoing::no;
   scheduler_options.seed = std::hash<std::string>{}(run.id);
-  std::vector<char> forced(plan->steps.size(), 0);
+  std::vector<char> forced(plan.steps.size(), 0);
   if (session.setup) {
-    session.setup(*plan, scheduler_options, forced);
+    session.setup(plan, scheduler_options, forced);
   }
 
   const Terminal terminal = detect_terminal(STDOUT_FILENO);
   const auto kept = std::count(scheduler_options.kept.begin(), scheduler_options.kept.end(), 1);
   std::printf("kiln: run %lld of %s (%s): %zu steps", static_cast<long long>(run.number), workflow_name.c_str(),
-              run.id.c_str(), plan->steps.size());
+              run.id.c_str(), plan.steps.size());
   if (kept > 0) {
     std::printf(", %lld done before and kept", static_cast<long long>(kept));
   }
   std::printf("\n");
   std::fflush(stdout);
 
-  core::RunRecorder recorder(store, *plan, run.number, std::string(executor.name()));
-  core::TrackingRecorder tracking(store, *plan, run.number, clock, workflows::yaml_to_json);
-  ConsoleReporter console(*plan, run.number, clock, terminal, stdout);
+  core::RunRecorder recorder(store, plan, run.number, std::string(executor.name()));
+  core::TrackingRecorder tracking(store, plan, run.number, clock, workflows::yaml_to_json);
+  ConsoleReporter console(plan, run.number, clock, terminal, stdout);
   console.count_settled(static_cast<int>(kept));
   core::InMemoryHashMemo memo;
-  if (std::any_of(plan->steps.begin(), plan->steps.end(), [](const core::PlannedStep& s) { return s.cache; })) {
+  if (std::any_of(plan.steps.begin(), plan.steps.end(), [](const core::PlannedStep& s) { return s.cache; })) {
     if (auto loaded = store.load_hash_memo()) {
       memo = core::InMemoryHashMemo(std::move(*loaded));
     } else {
       std::fprintf(stderr, "kiln: warning: input hashes are computed afresh: %s\n", loaded.error().c_str());
     }
   }
-  core::StepDecider decider(store, *plan, workflow_name, std::move(forced), memo);
+  core::StepDecider decider(store, plan, workflow_name, std::move(forced), memo);
   // Steps kept from an earlier session: their keys (and where a cached one
   // came from) count for the steps after them.
   decider.adopt_recorded(scheduler_options.kept);
   core::ObserverList observers({&tracking, &recorder, &decider, &console});
   core::Scheduler scheduler(
-      *plan, executor, clock, observers,
+      plan, executor, clock, observers,
       [&](int step, int attempt) {
-        const auto& id = plan->steps[step].id;
+        const auto& id = plan.steps[step].id;
         return std::pair{store.log_path(run.id, id, attempt, "out").string(),
                          store.log_path(run.id, id, attempt, "err").string()};
       },
@@ -781,10 +756,13 @@ int resume_command(const GlobalOptions& global, const ResumeOptions& options, in
       return k_exit_usage;
     }
   }
-  const std::optional<plugins::Capacity> capacity = ready_to_run(*workflow, options.resources);
-  if (!capacity) {
+  // Planned with the run's own id and number before it is reopened: a
+  // problem here changes nothing recorded.
+  auto planned = plan_run(store, *workflow, run, options.resources);
+  if (!planned) {
     return k_exit_usage;
   }
+  const auto& [plan, capacity] = *planned;
   // The executor that ran its attempts runs the new ones. From here on
   // SIGINT and SIGTERM are events of the loop, not deaths.
   const std::string executor_name = attempts->empty() ? "local" : attempts->back().start.executor;
@@ -797,14 +775,14 @@ int resume_command(const GlobalOptions& global, const ResumeOptions& options, in
   core::RunReopen reopen;
   reopen.runner = {plugins::host_name(), static_cast<std::int64_t>(getpid()), plugins::self_start_ticks()};
   reopen.command_line = command_line(argc, argv);
-  reopen.steps = new_steps(*workflow);
+  reopen.steps = planned_steps(plan);
   if (changed) {
     std::fprintf(stderr, "kiln: warning: %s has changed since run %lld started; resuming with it as it is now\n", file,
                  number);
     reopen.workflow_content = workflow->content;
     reopen.workflow_hash = workflow->content_hash;
   }
-  Session session{*capacity, options.jobs, options.keep_going, options.no_push, core::SystemClock().wall_ms(), {}};
+  Session session{capacity, options.jobs, options.keep_going, options.no_push, core::SystemClock().wall_ms(), {}};
   auto reopened = store.reopen_run(run.number, reopen);
   if (!reopened) {
     std::fprintf(stderr, "kiln: error: %s\n", reopened.error().c_str());
@@ -813,6 +791,16 @@ int resume_command(const GlobalOptions& global, const ResumeOptions& options, in
     const bool refused =
         again && (again->status == core::RunStatus::running || again->status == core::RunStatus::succeeded);
     return refused ? k_exit_usage : k_exit_internal;
+  }
+  // Steps it recorded before keep their rows; their commands are the plan's.
+  {
+    std::vector<core::TrackerStore::StepCommand> commands;
+    for (const auto& s : plan.steps) {
+      commands.push_back({s.id, s.display_command, s.workdir});
+    }
+    if (auto recorded = store.set_step_commands(run.number, commands); !recorded) {
+      std::fprintf(stderr, "kiln: warning: %s\n", recorded.error().c_str());
+    }
   }
   auto after = store.steps(run.number);
   if (!after) {
@@ -850,7 +838,7 @@ int resume_command(const GlobalOptions& global, const ResumeOptions& options, in
       }
     }
   };
-  return execute_session(store, *executor, std::move(workflow), std::nullopt, *reopened, session);
+  return execute_session(store, *executor, std::move(workflow), plan, *reopened, session);
 }
 
 } // namespace kiln::cli
