@@ -375,9 +375,9 @@ std::string capacity_problems(const core::Workflow& workflow, const core::Plan& 
 /// known that the workflow plans (no unset env.X) and no step asks for more
 /// than that. Nothing after printing the problems.
 std::optional<std::pair<core::Plan, plugins::Capacity>> plan_run(const core::TrackerStore& store,
-                                                                  const core::Workflow& workflow,
-                                                                  const core::RunRecord& run,
-                                                                  const ResourceOptions& resources) {
+                                                                 const core::Workflow& workflow,
+                                                                 const core::RunRecord& run,
+                                                                 const ResourceOptions& resources) {
   auto capacity = capacity_for(resources, workflow);
   if (!capacity) {
     std::fprintf(stderr, "kiln: error: %s\n", capacity.error().c_str());
@@ -408,14 +408,63 @@ struct Session {
   /// Called once the plan is made, to say per plan step which run (a partial
   /// run), which are done already (a resumed run) and which are forced.
   std::function<void(const core::Plan&, core::SchedulerOptions&, std::vector<char>& forced)> setup;
+  /// Of the workflow, which is not kept once planned: its name, and where
+  /// its runs are pushed.
+  std::string workflow_name;
+  std::optional<PushTarget> push_target;
 };
+
+/// A session starting now, with the command's options (kiln run's or kiln resume's).
+template <typename Options>
+Session make_session(plugins::Capacity capacity, const Options& options, const core::Workflow& workflow) {
+  return Session{std::move(capacity),
+                 options.jobs,
+                 options.keep_going,
+                 options.no_push,
+                 core::SystemClock().wall_ms(),
+                 {},
+                 workflow.name,
+                 run_push_target(workflow.tracking, workflow.name)};
+}
+
+/// What a session settles before its loop: which steps run and which are
+/// forced (Session::setup), and the decider, over the hash memo, that may
+/// have decided steps ahead (kiln run does, as it records the run).
+struct Prepared {
+  core::SchedulerOptions options;
+  core::InMemoryHashMemo memo;
+  std::optional<core::StepDecider> decider;
+};
+
+/// The store's memo of input hashes, when some step is cached (a store
+/// that cannot give it costs hashing afresh, not the run).
+void load_memo(core::TrackerStore& store, bool any_cached, Prepared& prepared) {
+  if (!any_cached) {
+    return;
+  }
+  if (auto loaded = store.load_hash_memo()) {
+    prepared.memo = core::InMemoryHashMemo(std::move(*loaded));
+  } else {
+    std::fprintf(stderr, "kiln: warning: input hashes are computed afresh: %s\n", loaded.error().c_str());
+  }
+}
+
+void prepare_session(core::TrackerStore& store, const core::Plan& plan, const std::string& workflow_name,
+                     const Session& session, Prepared& prepared) {
+  std::vector<char> forced(plan.steps.size(), 0);
+  if (session.setup) {
+    session.setup(plan, prepared.options, forced);
+  }
+  prepared.decider.emplace(store, plan, workflow_name, std::move(forced), prepared.memo);
+}
 
 /// Runs `plan`, of `workflow`, as a session of `run`, which is recorded
 /// (created or reopened) as running under this process with its steps'
 /// commands: records every step, finishes the run and pushes it as
-/// configured. Returns the exit status.
-int execute_session(core::TrackerStore& store, core::Executor& executor, std::optional<core::Workflow> workflow,
-                    const core::Plan& plan, const core::RunRecord& run, const Session& session);
+/// configured. Returns the exit status. `prepared` is made here unless the
+/// caller made it (prepare_session) before recording the run.
+int execute_session(core::TrackerStore& store, core::Executor& executor, const core::Plan& plan,
+                    const core::RunRecord& run, const Session& session, Prepared& prepared);
 
 } // namespace
 
@@ -480,31 +529,11 @@ int run_command(const GlobalOptions& global, const RunOptions& options, int argc
     return k_exit_usage;
   }
 
-  Session session{*capacity, options.jobs, options.keep_going, options.no_push, core::SystemClock().wall_ms(), {}};
+  Session session = make_session(*capacity, options, *workflow);
   core::NewRun new_run = describe_run(*workflow, argc, argv, session.started_ms);
   new_run.tags.insert(new_run.tags.end(), tags.begin(), tags.end());
-  // The plan is made inside the run's transaction, once its number and id
-  // are known: each step row is written once, with its resolved command.
-  std::optional<core::Plan> plan;
-  std::string plan_error;
-  auto run = (*store)->create_run(
-      new_run, [&](std::int64_t number, const std::string& id) -> core::Expected<std::vector<core::NewStep>> {
-        auto made = core::make_plan(*workflow, {id, number, (*store)->directory().string(), process_environment()});
-        if (!made) {
-          plan_error = made.error();
-          return core::Error{plan_error};
-        }
-        plan_error = capacity_problems(*workflow, *made, *capacity);
-        if (!plan_error.empty()) {
-          return core::Error{plan_error};
-        }
-        plan = std::move(*made);
-        return planned_steps(*plan);
-      });
-  if (!run) {
-    std::fprintf(stderr, plan_error.empty() ? "kiln: error: %s\n" : "%s\n", run.error().c_str());
-    return plan_error.empty() ? k_exit_internal : k_exit_usage;
-  }
+  // Which steps run and which are forced: settled in the run's transaction,
+  // before steps are decided ahead.
   session.setup = [&options](const core::Plan& plan, core::SchedulerOptions& scheduler_options,
                              std::vector<char>& forced) {
     // A name picks its step, or every variant of the matrix of that name.
@@ -547,25 +576,59 @@ int run_command(const GlobalOptions& global, const RunOptions& options, int argc
       forced[i] = 1;
     }
   };
-  return execute_session(**store, *executor, std::move(workflow), *plan, *run, session);
+  Prepared prepared;
+  const bool any_cached =
+      std::any_of(workflow->steps.begin(), workflow->steps.end(), [](const core::Step& s) { return s.cache; });
+  // The plan is made inside the run's transaction, once its number and id
+  // are known: each step row is written once, with its resolved command,
+  // and a step decided ahead (cached) is written cached.
+  std::optional<core::Plan> plan;
+  std::string plan_error;
+  auto run = (*store)->create_run(
+      new_run, [&](std::int64_t number, const std::string& id) -> core::Expected<std::vector<core::NewStep>> {
+        auto made = core::make_plan(*workflow, {id, number, (*store)->directory().string(), process_environment()});
+        if (!made) {
+          plan_error = made.error();
+          return core::Error{plan_error};
+        }
+        plan_error = capacity_problems(*workflow, *made, *capacity);
+        if (!plan_error.empty()) {
+          return core::Error{plan_error};
+        }
+        plan = std::move(*made);
+        // The plan holds all the run needs from here on: the model (10,000
+        // steps are megabytes) is freed before the memo and the decisions
+        // add theirs.
+        workflow.reset();
+        load_memo(**store, any_cached, prepared);
+        prepare_session(**store, *plan, session.workflow_name, session, prepared);
+        std::vector<core::NewStep> steps = planned_steps(*plan);
+        auto ahead = prepared.decider->decide_ahead(prepared.options.selected, core::SystemClock().wall_ms());
+        for (std::size_t i = 0; i < steps.size(); ++i) {
+          steps[i].cached = std::move(ahead[i]);
+        }
+        return steps;
+      });
+  if (!run) {
+    std::fprintf(stderr, plan_error.empty() ? "kiln: error: %s\n" : "%s\n", run.error().c_str());
+    return plan_error.empty() ? k_exit_internal : k_exit_usage;
+  }
+  return execute_session(**store, *executor, *plan, *run, session, prepared);
 }
 
 namespace {
 
-int execute_session(core::TrackerStore& store, core::Executor& executor, std::optional<core::Workflow> workflow,
-                    const core::Plan& plan, const core::RunRecord& run, const Session& session) {
+int execute_session(core::TrackerStore& store, core::Executor& executor, const core::Plan& plan,
+                    const core::RunRecord& run, const Session& session, Prepared& prepared) {
   const core::SystemClock clock;
-  const std::optional<PushTarget> push_target = run_push_target(workflow->tracking, workflow->name);
+  const std::optional<PushTarget>& push_target = session.push_target;
   if (push_target) {
     if (std::string warning = record_pending_push(store, run.number, *push_target); !warning.empty()) {
       std::fprintf(stderr, "kiln: warning: the run will not be pushed: %s\n", warning.c_str());
     }
   }
 
-  const std::string workflow_name = workflow->name;
-  // The plan holds all the run needs from here on: free the model (10,000
-  // steps are megabytes) before the run adds its own state.
-  workflow.reset();
+  const std::string& workflow_name = session.workflow_name;
   const auto log_dir = store.log_path(run.id, "x", 1, "out").parent_path();
   std::error_code ec;
   std::filesystem::create_directories(log_dir, ec);
@@ -575,7 +638,14 @@ int execute_session(core::TrackerStore& store, core::Executor& executor, std::op
     return k_exit_internal;
   }
 
-  core::SchedulerOptions scheduler_options;
+  if (!prepared.decider) {
+    load_memo(store,
+              std::any_of(plan.steps.begin(), plan.steps.end(), [](const core::PlannedStep& s) { return s.cache; }),
+              prepared);
+    prepare_session(store, plan, workflow_name, session, prepared);
+  }
+  core::SchedulerOptions& scheduler_options = prepared.options;
+  core::StepDecider& decider = *prepared.decider;
   scheduler_options.jobs = session.jobs > 0 ? session.jobs : session.capacity.cpus;
   // Steps count their resources.cpus against the capacity's CPUs, but an
   // explicit -j above that is a request (I/O-bound steps) and is honoured.
@@ -584,10 +654,6 @@ int execute_session(core::TrackerStore& store, core::Executor& executor, std::op
   scheduler_options.gpus = session.capacity.gpus;
   scheduler_options.keep_going = session.keep_going ? core::KeepGoing::yes : core::KeepGoing::no;
   scheduler_options.seed = std::hash<std::string>{}(run.id);
-  std::vector<char> forced(plan.steps.size(), 0);
-  if (session.setup) {
-    session.setup(plan, scheduler_options, forced);
-  }
 
   const Terminal terminal = detect_terminal(STDOUT_FILENO);
   const auto kept = std::count(scheduler_options.kept.begin(), scheduler_options.kept.end(), 1);
@@ -603,15 +669,6 @@ int execute_session(core::TrackerStore& store, core::Executor& executor, std::op
   core::TrackingRecorder tracking(store, plan, run.number, clock, workflows::yaml_to_json);
   ConsoleReporter console(plan, run.number, clock, terminal, stdout);
   console.count_settled(static_cast<int>(kept));
-  core::InMemoryHashMemo memo;
-  if (std::any_of(plan.steps.begin(), plan.steps.end(), [](const core::PlannedStep& s) { return s.cache; })) {
-    if (auto loaded = store.load_hash_memo()) {
-      memo = core::InMemoryHashMemo(std::move(*loaded));
-    } else {
-      std::fprintf(stderr, "kiln: warning: input hashes are computed afresh: %s\n", loaded.error().c_str());
-    }
-  }
-  core::StepDecider decider(store, plan, workflow_name, std::move(forced), memo);
   // Steps kept from an earlier session: their keys (and where a cached one
   // came from) count for the steps after them.
   decider.adopt_recorded(scheduler_options.kept);
@@ -782,7 +839,7 @@ int resume_command(const GlobalOptions& global, const ResumeOptions& options, in
     reopen.workflow_content = workflow->content;
     reopen.workflow_hash = workflow->content_hash;
   }
-  Session session{capacity, options.jobs, options.keep_going, options.no_push, core::SystemClock().wall_ms(), {}};
+  Session session = make_session(capacity, options, *workflow);
   auto reopened = store.reopen_run(run.number, reopen);
   if (!reopened) {
     std::fprintf(stderr, "kiln: error: %s\n", reopened.error().c_str());
@@ -809,7 +866,8 @@ int resume_command(const GlobalOptions& global, const ResumeOptions& options, in
     return k_exit_internal;
   }
 
-  session.setup = [&](const core::Plan& plan, core::SchedulerOptions& scheduler_options, std::vector<char>& /*forced*/) {
+  session.setup = [&](const core::Plan& plan, core::SchedulerOptions& scheduler_options,
+                      std::vector<char>& /*forced*/) {
     std::unordered_map<std::string_view, const core::StepRecord*> now;
     std::unordered_map<std::string_view, const core::StepRecord*> was;
     for (const core::StepRecord& step : *after) {
@@ -838,7 +896,9 @@ int resume_command(const GlobalOptions& global, const ResumeOptions& options, in
       }
     }
   };
-  return execute_session(store, *executor, std::move(workflow), plan, *reopened, session);
+  Prepared prepared;
+  workflow.reset();
+  return execute_session(store, *executor, plan, *reopened, session, prepared);
 }
 
 } // namespace kiln::cli

@@ -521,6 +521,10 @@ Expected<std::string> FileHasher::hash_probed(const std::string& path, const Fil
   if (const MemoEntry* known = m_memo.find(path); known != nullptr && trusted(*known, status.stamp)) {
     return known->sha256;
   }
+  if (m_reading == Reading::put_off) {
+    ++m_stats.reads_put_off;
+    return Error{"not read yet"};
+  }
 
   // Taken before reading: a write that lands while the content is read has
   // an mtime after this, inside the racy window of the entry remembered.

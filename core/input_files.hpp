@@ -116,7 +116,15 @@ public:
     /// Files whose content was read (memo misses).
     std::int64_t files_read = 0;
     std::int64_t bytes_read = 0;
+    /// Memo misses not read because reading was put off.
+    std::int64_t reads_put_off = 0;
   };
+
+  /// Whether a memo miss reads the file (the default) or is put off: the
+  /// hash fails ("not read yet") and counts in Stats::reads_put_off. A
+  /// decision made while the store's write lock is held must not read a
+  /// large file.
+  enum class Reading { now, put_off };
 
   /// `now_ns` is the wall clock in nanoseconds since the Unix epoch (the
   /// clock file timestamps use); tests inject a fixed one.
@@ -136,6 +144,7 @@ public:
   Expected<std::string> hash_probed(const std::string& path, const FileStatus& status);
 
   const Stats& stats() const { return m_stats; }
+  void set_reading(Reading reading) { m_reading = reading; }
 
   /// CLOCK_REALTIME in nanoseconds since the Unix epoch.
   static std::int64_t wall_clock_ns();
@@ -144,6 +153,7 @@ private:
   HashMemo& m_memo;
   std::function<std::int64_t()> m_now_ns;
   Stats m_stats;
+  Reading m_reading = Reading::now;
   /// The read buffer, allocated on the first memo miss and reused.
   std::vector<char> m_buffer;
 };

@@ -82,8 +82,8 @@ Expected<const std::vector<ArtifactRecord>*> CacheIndex::outputs(std::int64_t ru
   return found == it->second.end() ? &none : &found->second;
 }
 
-Expected<CacheLookup> look_up_cache(TrackerStore& store, CacheIndex& index, FileHasher& hasher,
-                                    const PlannedStep& step, const std::string& key, std::int64_t except_run) {
+Expected<CacheLookup> look_up_cache(TrackerStore& store, CacheIndex& index, FileHasher& hasher, const PlannedStep& step,
+                                    const std::string& key, std::int64_t except_run) {
   CacheLookup lookup;
   auto hit = index.find(step.id, key, except_run);
   if (!hit) {
@@ -131,8 +131,8 @@ Expected<CacheLookup> look_up_cache(TrackerStore& store, CacheIndex& index, File
 StepDecider::StepDecider(TrackerStore& store, const Plan& plan, std::string workflow_name, std::vector<char> forced,
                          InMemoryHashMemo& memo)
     : m_store(store), m_plan(plan), m_workflow(std::move(workflow_name)), m_forced(std::move(forced)), m_hasher(memo),
-      m_memo(memo), m_cache_index(store, m_workflow, plan.run_number), m_keys(plan.steps.size()), m_cached_from(plan.steps.size()),
-      m_values(plan.steps.size()), m_pending_of(plan.steps.size(), -1) {
+      m_memo(memo), m_cache_index(store, m_workflow, plan.run_number), m_keys(plan.steps.size()),
+      m_cached_from(plan.steps.size()), m_values(plan.steps.size()), m_pending_of(plan.steps.size(), -1) {
   m_forced.resize(plan.steps.size(), 0);
   // Every cached step leaves a decision: reserved once, not regrown.
   m_pending.reserve(static_cast<std::size_t>(
@@ -272,6 +272,9 @@ std::string StepDecider::where(const Condition& condition) const {
 }
 
 StartDecision StepDecider::prepare(int step, bool failure_upstream, const std::function<StepStatus(int)>& status) {
+  if (!m_ahead.empty() && m_ahead[step]) {
+    return *m_ahead[step];
+  }
   const PlannedStep& planned = m_plan.steps[step];
   StartDecision decision;
   if (!planned.when.empty()) {
@@ -494,61 +497,101 @@ void StepDecider::write_needs(int step, const std::function<StepStatus(int)>& st
   }
 }
 
-StartDecision StepDecider::decide_cache(int step, const std::vector<std::pair<std::string, std::string>>& values) {
+std::optional<CacheLookup> StepDecider::find_source(int step,
+                                                    const std::vector<std::pair<std::string, std::string>>& values,
+                                                    CacheDecision& record) {
   const PlannedStep& planned = m_plan.steps[step];
-  StartDecision decision;
   const std::vector<InputFile> inputs = resolve_inputs(planned.workdir, planned.inputs, m_hasher);
   CacheKey key = compute_cache_key(
       m_plan, planned, inputs, [this](int need) { return m_keys[static_cast<std::size_t>(need)]; }, values);
   m_keys[step] = key.key;
-  CacheDecision record;
   record.step = planned.id;
   record.cache.key = key.key;
   record.cache.components_json = std::move(key.components_json);
-  auto keep_record = [&] {
-    m_pending_of[step] = static_cast<int>(m_pending.size());
-    m_pending.push_back(std::move(record));
-  };
   if (m_forced[step] || !input_problem(inputs).empty()) {
-    keep_record();
-    return decision;
+    return std::nullopt;
   }
   auto lookup = look_up_cache(m_store, m_cache_index, m_hasher, planned, key.key, m_plan.run_number);
   if (!lookup) {
     m_errors.push_back(lookup.error());
-    keep_record();
-    return decision;
+    return std::nullopt;
   }
   if (lookup->state != CacheLookup::State::hit && lookup->state != CacheLookup::State::restorable) {
-    keep_record();
-    return decision;
+    return std::nullopt;
   }
-  const std::filesystem::path workdir = planned.workdir;
-  for (const ArtifactRecord& output : lookup->missing) {
+  return std::move(*lookup);
+}
+
+StartDecision StepDecider::stand_in(int step, const CacheLookup& lookup, CacheDecision& record) {
+  const std::int64_t from_run = lookup.hit.run;
+  record.cache.cached_from = from_run;
+  record.cache.components_json = {}; // its source's are the same; not stored twice
+  record.from_step = lookup.hit.step;
+  m_cached_from[step] = Source{from_run, lookup.hit.step};
+  StartDecision decision;
+  decision.action = StartDecision::Action::cached;
+  decision.reason = "unchanged since run " + std::to_string(from_run);
+  if (const std::size_t missing = lookup.missing.size(); missing > 0) {
+    decision.reason +=
+        "; restored " + std::to_string(missing) + " output" + (missing == 1 ? "" : "s") + " from the artifact store";
+  }
+  return decision;
+}
+
+StartDecision StepDecider::decide_cache(int step, const std::vector<std::pair<std::string, std::string>>& values) {
+  StartDecision decision;
+  CacheDecision record;
+  std::optional<CacheLookup> found = find_source(step, values, record);
+  const std::filesystem::path workdir = m_plan.steps[step].workdir;
+  for (std::size_t i = 0; found && i < found->missing.size(); ++i) {
+    const ArtifactRecord& output = found->missing[i];
     const std::filesystem::path dest = workdir / output.path;
     std::error_code ec;
     std::filesystem::create_directories(dest.parent_path(), ec);
     if (auto copied = m_store.blobs().copy_out(output.sha256, dest); !copied) {
       m_errors.push_back("restoring " + dest.string() + ": " + copied.error());
-      keep_record();
-      return decision;
+      found.reset();
     }
   }
-  const auto& missing = lookup->missing;
-  const auto hit = &lookup->hit;
-  const std::int64_t from_run = hit->run;
-  record.cache.cached_from = from_run;
-  record.cache.components_json = {}; // its source's are the same; not stored twice
-  record.from_step = hit->step;
-  m_cached_from[step] = Source{from_run, hit->step};
-  decision.action = StartDecision::Action::cached;
-  decision.reason = "unchanged since run " + std::to_string(from_run);
-  if (!missing.empty()) {
-    decision.reason += "; restored " + std::to_string(missing.size()) + " output" + (missing.size() == 1 ? "" : "s") +
-                       " from the artifact store";
+  if (found) {
+    decision = stand_in(step, *found, record);
   }
-  keep_record();
+  m_pending_of[step] = static_cast<int>(m_pending.size());
+  m_pending.push_back(std::move(record));
   return decision;
+}
+
+std::vector<std::optional<CacheDecision>> StepDecider::decide_ahead(const std::vector<char>& selected,
+                                                                    std::int64_t now_ms) {
+  std::vector<std::optional<CacheDecision>> decided(m_plan.steps.size());
+  m_ahead.assign(m_plan.steps.size(), std::nullopt);
+  m_hasher.set_reading(FileHasher::Reading::put_off);
+  for (int step : m_plan.order) {
+    const PlannedStep& planned = m_plan.steps[step];
+    const bool eligible =
+        planned.cache && !m_forced[step] && planned.when.empty() && planned.gate.empty() && !planned.deferred &&
+        (selected.empty() || selected[step]) &&
+        std::all_of(planned.needs.begin(), planned.needs.end(), [this](int need) { return m_ahead[need].has_value(); });
+    if (!eligible) {
+      continue;
+    }
+    // (A file the memo cannot vouch for is not read: as an input it is a
+    // problem, as an output it does not match; either way no source.)
+    CacheDecision record;
+    std::optional<CacheLookup> found = find_source(step, {}, record);
+    if (!found || !found->missing.empty()) {
+      m_keys[step].clear(); // the loop decides it
+      continue;
+    }
+    StartDecision decision = stand_in(step, *found, record);
+    record.settled = true;
+    record.settled_ms = now_ms;
+    record.reason = decision.reason;
+    m_ahead[step] = std::move(decision);
+    decided[step] = std::move(record);
+  }
+  m_hasher.set_reading(FileHasher::Reading::now);
+  return decided;
 }
 
 std::string StepDecider::verify(int step, int /*attempt*/) {
@@ -610,8 +653,8 @@ std::string StepDecider::verify(int step, int /*attempt*/) {
 }
 
 void StepDecider::step_finished(int step, StepStatus status, const std::string& reason, std::int64_t at_ms) {
-  if (status != StepStatus::cached) {
-    return;
+  if (status != StepStatus::cached || (!m_ahead.empty() && m_ahead[step])) {
+    return; // (a step decided ahead was recorded cached with its run)
   }
   if (const int pending = m_pending_of[step]; pending >= 0) {
     CacheDecision& decision = m_pending[static_cast<std::size_t>(pending)];

@@ -11,6 +11,13 @@
 // loop turn (before_wait), so 10,000 cached steps cost one commit rather
 // than 10,000. Lookups within a turn read what the decider holds, not the
 // store.
+//
+// A new run decides some steps ahead, while it is being recorded: a cached
+// step whose key needs nothing from this run (no condition, gate or steps.*
+// value; every need decided cached ahead too; no input or output that must
+// be read, since the store's write lock is held; nothing to restore). Its
+// row is then written once, already cached, in the run's own transaction.
+// A no-op rerun is decided entirely ahead; the loop only reports it.
 
 #include "core/expression.hpp"
 #include "core/input_files.hpp"
@@ -73,8 +80,8 @@ private:
   std::unordered_map<std::int64_t, std::unordered_map<std::string, std::vector<ArtifactRecord>>> m_runs;
 };
 
-Expected<CacheLookup> look_up_cache(TrackerStore& store, CacheIndex& index, FileHasher& hasher,
-                                    const PlannedStep& step, const std::string& key, std::int64_t except_run);
+Expected<CacheLookup> look_up_cache(TrackerStore& store, CacheIndex& index, FileHasher& hasher, const PlannedStep& step,
+                                    const std::string& key, std::int64_t except_run);
 
 class StepDecider final : public StepHooks, public RunObserver {
 public:
@@ -85,6 +92,11 @@ public:
   /// Takes the recorded keys of the steps marked (kept from an earlier
   /// session of a resumed run), for the keys of the steps after them.
   void adopt_recorded(const std::vector<char>& kept);
+
+  /// Decides ahead what can be (see the top of this file), for a run being
+  /// recorded: per step, its settled decision (at `now_ms`), or nothing
+  /// for a step left to the loop. `selected` as SchedulerOptions::selected.
+  std::vector<std::optional<CacheDecision>> decide_ahead(const std::vector<char>& selected, std::int64_t now_ms);
 
   StartDecision prepare(int step, bool failure_upstream, const std::function<StepStatus(int)>& status) override;
   std::string verify(int step, int attempt) override;
@@ -117,6 +129,12 @@ private:
   ExprValue param_value(const std::string& name) const;
   std::string where(const Condition& condition) const;
   StartDecision decide_cache(int step, const std::vector<std::pair<std::string, std::string>>& values);
+  /// The step's key (kept in m_keys) into `record`, and the earlier
+  /// execution that may stand for it (hit or restorable), if any.
+  std::optional<CacheLookup> find_source(int step, const std::vector<std::pair<std::string, std::string>>& values,
+                                         CacheDecision& record);
+  /// Takes `lookup`'s execution as the step's: the decision, and its source in `record`.
+  StartDecision stand_in(int step, const CacheLookup& lookup, CacheDecision& record);
   /// KILN_NEEDS_JSON for a step about to run: each need's status, matrix
   /// values, outputs and last metric values (how a step after a matrix picks
   /// the best variant).
@@ -133,6 +151,8 @@ private:
   /// Per step: its key ("" none), and for a cached step where it came from.
   std::vector<std::string> m_keys;
   std::vector<std::optional<Source>> m_cached_from;
+  /// Per step decided ahead: its decision, already recorded.
+  std::vector<std::optional<StartDecision>> m_ahead;
   /// Per step, the steps.* values its command used (part of its key).
   std::vector<std::vector<std::pair<std::string, std::string>>> m_values;
   std::vector<CacheDecision> m_pending;

@@ -481,9 +481,10 @@ void to_json(nlohmann::json& json, const RunRecord& run) {
   json["kiln_version"] = run.kiln_version;
   json["command_line"] = run.command_line;
   json["runner"] = {{"host", run.runner.host}, {"pid", run.runner.pid}, {"start_ticks", run.runner.start_ticks}};
-  json["steps"] = {{"total", run.steps.total()},       {"pending", run.steps.pending}, {"running", run.steps.running},
-                   {"succeeded", run.steps.succeeded}, {"failed", run.steps.failed},   {"skipped", run.steps.skipped}, {"cached", run.steps.cached},
-                   {"cancelled", run.steps.cancelled}};
+  json["steps"] = {{"total", run.steps.total()},   {"pending", run.steps.pending},
+                   {"running", run.steps.running}, {"succeeded", run.steps.succeeded},
+                   {"failed", run.steps.failed},   {"skipped", run.steps.skipped},
+                   {"cached", run.steps.cached},   {"cancelled", run.steps.cancelled}};
 }
 
 void to_json(nlohmann::json& json, const StepRecord& step) {
@@ -619,9 +620,9 @@ Expected<std::unique_ptr<TrackerStore>> TrackerStore::open(const std::filesystem
   // MLflow (ILIKE is compiled to lower() LIKE lower()). mmap_size: pages are
   // read from a mapping of the file, not one pread each; a rerun that finds
   // 10,000 steps cached reads some 12,000 pages.
-  Expected<void> pragmas = database->exec(
-      std::string(fresh ? "PRAGMA synchronous = OFF;" : "PRAGMA synchronous = NORMAL;") +
-      " PRAGMA foreign_keys = ON; PRAGMA case_sensitive_like = ON; PRAGMA mmap_size = 1073741824");
+  Expected<void> pragmas =
+      database->exec(std::string(fresh ? "PRAGMA synchronous = OFF;" : "PRAGMA synchronous = NORMAL;") +
+                     " PRAGMA foreign_keys = ON; PRAGMA case_sensitive_like = ON; PRAGMA mmap_size = 1073741824");
   if (!pragmas) {
     return Error{pragmas.error()};
   }
@@ -753,17 +754,35 @@ Expected<RunRecord> TrackerStore::create_run(const NewRun& new_run, const StepsO
   const std::vector<NewStep>& steps = steps_of ? made : new_run.steps;
   {
     Expected<CachedStatement> insert =
-        m_database.cached("INSERT INTO steps (run, id, position, kind, command, needs_json, status, workdir) "
-                          "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)");
+        m_database.cached("INSERT INTO steps (run, id, position, kind, command, needs_json, status, workdir, "
+                          "cache_key, cached_from, ended_ms, reason) "
+                          "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)");
     if (!insert) {
       return Error{insert.error()};
     }
     std::int64_t position = 0;
+    std::vector<const CacheDecision*> cached;
     for (const NewStep& step : steps) {
+      const CacheDecision* c = step.cached ? &*step.cached : nullptr;
+      if (c != nullptr) {
+        cached.push_back(c);
+      }
       insert->bind_all(number, step.id, position++, step.kind, step.command, dump(nlohmann::json(step.needs)),
-                       to_string(StepStatus::pending), step.workdir);
+                       to_string(c != nullptr ? StepStatus::cached : StepStatus::pending), step.workdir,
+                       c != nullptr ? std::string_view(c->cache.key) : std::string_view(),
+                       c != nullptr ? c->cache.cached_from : std::nullopt,
+                       c != nullptr ? std::optional<std::int64_t>(c->settled_ms) : std::nullopt,
+                       c != nullptr ? std::string_view(c->reason) : std::string_view());
       if (Expected<void> done = insert->run(); !done) {
         return Error{"step '" + step.id + "': " + done.error()};
+      }
+    }
+    if (!cached.empty()) {
+      if (Expected<void> done = stage_cache_decisions(cached); !done) {
+        return Error{done.error()};
+      }
+      if (Expected<void> done = copy_cached_from_sources(number); !done) {
+        return Error{done.error()};
       }
     }
   }

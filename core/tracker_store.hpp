@@ -45,6 +45,28 @@ struct RunnerIdentity {
   std::int64_t start_ticks = 0;
 };
 
+/// The cache key a step had in a run and what it covers.
+struct StepCache {
+  std::string key;
+  /// JSON object: component name -> value (see core/step_cache.hpp).
+  std::string components_json;
+  /// For a cached step: the run whose execution it stands for.
+  std::optional<std::int64_t> cached_from;
+};
+
+/// A step's key, and when it was found cached, where from.
+struct CacheDecision {
+  std::string step;
+  StepCache cache;
+  /// With cache.cached_from: the step in that run (the same id, unless renamed).
+  std::string from_step;
+  /// Set once the step is settled cached: its status (cached), end time and
+  /// reason are written with the decision, in the same UPDATE of its row.
+  bool settled = false;
+  std::int64_t settled_ms = 0;
+  std::string reason;
+};
+
 struct NewStep {
   std::string id;
   std::string kind;
@@ -54,6 +76,10 @@ struct NewStep {
   /// Absolute; where the step runs and where its artifacts must stay. ""
   /// when it is known only once the plan is resolved (set_step_commands).
   std::string workdir;
+  /// Set for a step found cached before its run was recorded (settled):
+  /// its row is written cached, with what it copies from its source, in
+  /// the run's own transaction.
+  std::optional<CacheDecision> cached;
 };
 
 struct NewRun {
@@ -269,28 +295,6 @@ struct RemotePoint {
 
 // ---- Caching and step outputs (schema version 5) ----
 
-/// The cache key a step had in a run and what it covers.
-struct StepCache {
-  std::string key;
-  /// JSON object: component name -> value (see core/step_cache.hpp).
-  std::string components_json;
-  /// For a cached step: the run whose execution it stands for.
-  std::optional<std::int64_t> cached_from;
-};
-
-/// A step's key, and when it was found cached, where from.
-struct CacheDecision {
-  std::string step;
-  StepCache cache;
-  /// With cache.cached_from: the step in that run (the same id, unless renamed).
-  std::string from_step;
-  /// Set once the step is settled cached: its status (cached), end time and
-  /// reason are written with the decision, in the same UPDATE of its row.
-  bool settled = false;
-  std::int64_t settled_ms = 0;
-  std::string reason;
-};
-
 /// A step's key in a run, and the run that executed it with that key.
 struct KeyedStep {
   std::string step;
@@ -359,7 +363,8 @@ public:
   /// random; the number is the next in the store, safe under concurrency.
   /// With `steps_of`, the steps are what it makes, inside the same
   /// transaction, rather than `run.steps`: each step row is written once,
-  /// with its resolved command, and a failure records nothing.
+  /// with its resolved command, and a failure records nothing. A step made
+  /// with a cached decision is recorded as record_cache_decisions would.
   Expected<RunRecord> create_run(const NewRun& run, const StepsOfRun& steps_of = {});
   struct StepCommand {
     std::string id;
@@ -520,8 +525,8 @@ public:
                                       std::string_view path);
   /// Up to `limit` points of the step's histories after (series, seq), in
   /// push order (series id, then seq).
-  Expected<std::vector<RemotePoint>> metric_points_after(std::int64_t run, std::string_view step,
-                                                         std::int64_t series, std::int64_t seq, int limit);
+  Expected<std::vector<RemotePoint>> metric_points_after(std::int64_t run, std::string_view step, std::int64_t series,
+                                                         std::int64_t seq, int limit);
   /// Inserts or updates the run's push record for its remote.
   Expected<void> set_push_record(const PushRecord& record);
   /// Push records, of one run (run > 0) or all; by run number, then remote.
@@ -592,6 +597,11 @@ public:
 private:
   TrackerStore(std::filesystem::path directory, sqlite::Database database);
   Expected<void> migrate();
+  /// The parts of record_cache_decisions, inside the caller's transaction:
+  /// the decisions into temp.cache_batch, and what the cached ones copy
+  /// from their sources (then the batch is emptied).
+  Expected<void> stage_cache_decisions(const std::vector<const CacheDecision*>& decisions);
+  Expected<void> copy_cached_from_sources(std::int64_t run);
   Expected<bool> load_step_counts(RunRecord& run);
   /// The rows of `table` (params or tags) for the run, ordered as params() says.
   Expected<std::vector<KeyValue>> key_values(std::int64_t run, std::string_view table);

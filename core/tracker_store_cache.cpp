@@ -26,10 +26,7 @@ StepCache read_cache(StatementRef& row, int first) {
 
 } // namespace
 
-Expected<void> TrackerStore::record_cache_decisions(std::int64_t run, const std::vector<CacheDecision>& decisions) {
-  if (decisions.empty()) {
-    return {};
-  }
+Expected<void> TrackerStore::stage_cache_decisions(const std::vector<const CacheDecision*>& decisions) {
   // Set-based: the decisions go into a temp table, then one statement per
   // table does every step's update or copy. 10,000 cached steps are 10,000
   // small inserts and eight statements, not 70,000 statements.
@@ -40,35 +37,29 @@ Expected<void> TrackerStore::record_cache_decisions(std::int64_t run, const std:
       !made) {
     return made;
   }
-  Expected<sqlite::Transaction> transaction = m_database.begin(TransactionKind::immediate);
-  if (!transaction) {
-    return Error{transaction.error()};
+  Expected<CachedStatement> insert =
+      m_database.cached("INSERT OR REPLACE INTO temp.cache_batch (step, cache_key, cache_json, from_run, from_step, "
+                        "settled_ms, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
+  if (!insert) {
+    return Error{insert.error()};
   }
-  {
-    Expected<CachedStatement> insert =
-        m_database.cached("INSERT OR REPLACE INTO temp.cache_batch (step, cache_key, cache_json, from_run, from_step, "
-                          "settled_ms, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
-    if (!insert) {
-      return Error{insert.error()};
-    }
-    for (const CacheDecision& d : decisions) {
-      // A cached step's components are its source's: not stored twice.
-      insert->bind_all(d.step, d.cache.key, d.cache.cached_from ? std::string_view() : d.cache.components_json,
-                       d.cache.cached_from, d.from_step,
-                       d.settled ? std::optional<std::int64_t>(d.settled_ms) : std::nullopt, d.reason);
-      if (Expected<void> done = insert->run(); !done) {
-        return done;
-      }
+  for (const CacheDecision* d : decisions) {
+    // A cached step's components are its source's: not stored twice.
+    insert->bind_all(d->step, d->cache.key, d->cache.cached_from ? std::string_view() : d->cache.components_json,
+                     d->cache.cached_from, d->from_step,
+                     d->settled ? std::optional<std::int64_t>(d->settled_ms) : std::nullopt, d->reason);
+    if (Expected<void> done = insert->run(); !done) {
+      return done;
     }
   }
+  return {};
+}
+
+Expected<void> TrackerStore::copy_cached_from_sources(std::int64_t run) {
   // ?1 = run. What a cached step copies from the execution it stands for:
   // outputs, params, tags, artifacts (rows sharing the blobs) and one point
   // per metric, its last value, which conditions and gates read.
   static constexpr std::string_view k_statements[] = {
-      "UPDATE steps SET cache_key = b.cache_key, cache_json = b.cache_json, cached_from = b.from_run, "
-      "status = iif(b.settled_ms IS NULL, status, 'cached'), ended_ms = coalesce(b.settled_ms, ended_ms), "
-      "reason = iif(b.settled_ms IS NULL, steps.reason, b.reason) "
-      "FROM temp.cache_batch AS b WHERE steps.run = ?1 AND steps.id = b.step",
       "INSERT OR REPLACE INTO step_outputs (run, step, name, value) SELECT ?1, b.step, o.name, o.value "
       "FROM temp.cache_batch AS b JOIN step_outputs AS o ON o.run = b.from_run AND o.step = b.from_step",
       "INSERT OR REPLACE INTO params (run, step, key, value) SELECT ?1, b.step, o.key, o.value "
@@ -96,8 +87,41 @@ Expected<void> TrackerStore::record_cache_decisions(std::int64_t run, const std:
       return done;
     }
   }
-  if (Expected<void> cleared = m_database.exec("DELETE FROM temp.cache_batch"); !cleared) {
-    return cleared;
+  return m_database.exec("DELETE FROM temp.cache_batch");
+}
+
+Expected<void> TrackerStore::record_cache_decisions(std::int64_t run, const std::vector<CacheDecision>& decisions) {
+  if (decisions.empty()) {
+    return {};
+  }
+  Expected<sqlite::Transaction> transaction = m_database.begin(TransactionKind::immediate);
+  if (!transaction) {
+    return Error{transaction.error()};
+  }
+  std::vector<const CacheDecision*> staged;
+  staged.reserve(decisions.size());
+  for (const CacheDecision& d : decisions) {
+    staged.push_back(&d);
+  }
+  if (Expected<void> done = stage_cache_decisions(staged); !done) {
+    return done;
+  }
+  {
+    Expected<CachedStatement> update = m_database.cached(
+        "UPDATE steps SET cache_key = b.cache_key, cache_json = b.cache_json, cached_from = b.from_run, "
+        "status = iif(b.settled_ms IS NULL, status, 'cached'), ended_ms = coalesce(b.settled_ms, ended_ms), "
+        "reason = iif(b.settled_ms IS NULL, steps.reason, b.reason) "
+        "FROM temp.cache_batch AS b WHERE steps.run = ?1 AND steps.id = b.step");
+    if (!update) {
+      return Error{update.error()};
+    }
+    update->bind_all(run);
+    if (Expected<void> done = update->run(); !done) {
+      return done;
+    }
+  }
+  if (Expected<void> done = copy_cached_from_sources(run); !done) {
+    return done;
   }
   return transaction->commit();
 }
@@ -136,7 +160,9 @@ Expected<std::vector<KeyedStep>> TrackerStore::latest_keys(std::string_view work
       "WHERE s.run = (SELECT max(number) FROM runs WHERE workflow_name = ?1 AND number < ?2) "
       "AND s.cache_key <> '' AND s.status IN ('succeeded', 'cached') "
       "AND coalesce(s.cached_from, s.run) IN (SELECT number FROM runs)",
-      [&](StatementRef& row) { keyed.push_back({row.column_text(0), row.column_text(1), row.column_int64(2)}); },
+      [&](StatementRef& row) {
+        keyed.push_back({row.column_text(0), row.column_text(1), row.column_int64(2)});
+      },
       workflow, before_run);
   if (!done) {
     return Error{done.error()};

@@ -133,6 +133,27 @@ TEST_SUITE("core::FileHasher") {
     CHECK(again.stats().stat_calls == 1);
   }
 
+  TEST_CASE("with reading put off, a memo miss fails without reading and a hit is answered") {
+    Fixture f;
+    const fs::path known = f.temp.write("known.txt", "alpha");
+    const fs::path unknown = f.temp.write("unknown.txt", "beta");
+    REQUIRE(f.hasher.hash_file(known.string()).ok());
+
+    FileHasher later(f.memo, late_clock);
+    later.set_reading(FileHasher::Reading::put_off);
+    CHECK(ok(later.hash_file(known.string())) == sha256_hex("alpha"));
+    const auto missed = later.hash_file(unknown.string());
+    REQUIRE_FALSE(missed.ok());
+    CHECK(missed.error() == "cannot read " + unknown.string() + ": not read yet");
+    CHECK(later.stats().reads_put_off == 1);
+    CHECK(later.stats().files_read == 0);
+    CHECK(f.memo.find(unknown.string()) == nullptr);
+
+    later.set_reading(FileHasher::Reading::now);
+    CHECK(ok(later.hash_file(unknown.string())) == sha256_hex("beta"));
+    CHECK(later.stats().files_read == 1);
+  }
+
   TEST_CASE("the memo's answer is what a hit returns, whatever the content") {
     // Proves the hit path does not read: a planted hash comes back.
     Fixture f;
