@@ -613,7 +613,12 @@ int run_command(const GlobalOptions& global, const RunOptions& options, int argc
     std::fprintf(stderr, plan_error.empty() ? "kiln: error: %s\n" : "%s\n", run.error().c_str());
     return plan_error.empty() ? k_exit_internal : k_exit_usage;
   }
-  return execute_session(**store, *executor, *plan, *run, session, prepared);
+  const int status = execute_session(**store, *executor, *plan, *run, session, prepared);
+  // The executor and the store are closed; the rest is left to the OS.
+  executor.reset();
+  store->reset();
+  exit_leaving_heap(status);
+  return status;
 }
 
 namespace {
@@ -898,7 +903,12 @@ int resume_command(const GlobalOptions& global, const ResumeOptions& options, in
   };
   Prepared prepared;
   workflow.reset();
-  return execute_session(store, *executor, plan, *reopened, session, prepared);
+  const int status = execute_session(store, *executor, plan, *reopened, session, prepared);
+  // The executor and the store are closed; the rest is left to the OS.
+  executor.reset();
+  opened.store.reset();
+  exit_leaving_heap(status);
+  return status;
 }
 
 } // namespace kiln::cli

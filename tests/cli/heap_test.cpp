@@ -2,7 +2,11 @@
 
 #include <doctest/doctest.h>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -55,5 +59,37 @@ TEST_SUITE("cli::use_huge_pages") {
     CHECK(flags.find(" hg") != std::string::npos);
 #endif
     std::free(block);
+  }
+}
+
+TEST_SUITE("cli::exit_leaving_heap") {
+  TEST_CASE("the process ends with the status, and what stdio buffered is written") {
+    int out[2];
+    REQUIRE(::pipe(out) == 0);
+    std::fflush(stdout); // (the child must not write what the parent buffered)
+    const pid_t child = ::fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {
+      ::dup2(out[1], STDOUT_FILENO);
+      ::close(out[0]);
+      ::close(out[1]);
+      // A pipe: stdout is fully buffered, so this stays in the buffer.
+      std::printf("buffered line\n");
+      kiln::cli::exit_leaving_heap(7);
+      // A sanitizer build returns, to free as usual.
+      std::exit(7);
+    }
+    ::close(out[1]);
+    std::string written;
+    char buffer[256];
+    for (ssize_t n = 0; (n = ::read(out[0], buffer, sizeof buffer)) > 0;) {
+      written.append(buffer, static_cast<std::size_t>(n));
+    }
+    ::close(out[0]);
+    int status = 0;
+    REQUIRE(::waitpid(child, &status, 0) == child);
+    REQUIRE(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 7);
+    CHECK(written == "buffered line\n");
   }
 }
