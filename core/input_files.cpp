@@ -453,19 +453,33 @@ private:
 
 } // namespace
 
+InMemoryHashMemo::InMemoryHashMemo(MemoEntries loaded) : m_loaded(std::move(loaded)) {
+  auto by_path = [](const auto& a, const auto& b) { return a.first < b.first; };
+  if (!std::is_sorted(m_loaded.begin(), m_loaded.end(), by_path)) {
+    std::sort(m_loaded.begin(), m_loaded.end(), by_path);
+  }
+}
+
 const MemoEntry* InMemoryHashMemo::find(const std::string& path) const {
-  const auto found = m_entries.find(path);
-  return found == m_entries.end() ? nullptr : &found->second;
+  if (!m_remembered.empty()) {
+    if (const auto found = m_remembered.find(path); found != m_remembered.end()) {
+      return &found->second;
+    }
+  }
+  const auto found = std::lower_bound(m_loaded.begin(), m_loaded.end(), path,
+                                      [](const auto& entry, const std::string& p) { return entry.first < p; });
+  return found == m_loaded.end() || found->first != path ? nullptr : &found->second;
 }
 
 void InMemoryHashMemo::remember(const std::string& path, const MemoEntry& entry) {
-  const auto [slot, inserted] = m_entries.try_emplace(path, entry);
-  if (!inserted) {
-    if (slot->second == entry) {
-      return;
-    }
-    slot->second = entry;
+  const MemoEntry* held = find(path);
+  if (held != nullptr && *held == entry) {
+    return;
   }
+  if (held == nullptr) {
+    ++m_added;
+  }
+  m_remembered.insert_or_assign(path, entry);
   m_changed.insert(path);
 }
 
@@ -473,7 +487,7 @@ std::vector<std::pair<std::string, MemoEntry>> InMemoryHashMemo::changed() const
   std::vector<std::pair<std::string, MemoEntry>> out;
   out.reserve(m_changed.size());
   for (const std::string& path : m_changed) {
-    out.emplace_back(path, m_entries.at(path));
+    out.emplace_back(path, m_remembered.at(path));
   }
   std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
   return out;

@@ -562,7 +562,7 @@ public:
   /// workflow before `before_run`; nullopt when there is none.
   Expected<std::optional<double>> previous_metric(std::string_view workflow, std::string_view step,
                                                   std::string_view key, std::int64_t before_run);
-  Expected<std::unordered_map<std::string, MemoEntry>> load_hash_memo();
+  Expected<MemoEntries> load_hash_memo();
   Expected<void> save_hash_memo(const std::vector<std::pair<std::string, MemoEntry>>& entries);
 
   // ---- Resume ----

@@ -250,21 +250,19 @@ Expected<std::optional<double>> TrackerStore::previous_metric(std::string_view w
   return value;
 }
 
-Expected<std::unordered_map<std::string, MemoEntry>> TrackerStore::load_hash_memo() {
-  std::unordered_map<std::string, MemoEntry> memo;
-  if (Expected<std::int64_t> count = m_database.query_int64("SELECT count(*) FROM file_hashes")) {
-    memo.reserve(static_cast<std::size_t>(*count));
-  }
-  Expected<void> done =
-      m_database.each_row("SELECT path, size, mtime_ns, ctime_ns, inode, device, sha256, hashed_at_ns FROM file_hashes",
-                          [&](StatementRef& row) {
-                            MemoEntry e;
-                            e.stamp = {row.column_int64(1), row.column_int64(2), row.column_int64(3),
-                                       row.column_int64(4), row.column_int64(5)};
-                            e.sha256 = row.column_text(6);
-                            e.hashed_at_ns = row.column_int64(7);
-                            memo.emplace(row.column_text(0), std::move(e));
-                          });
+Expected<MemoEntries> TrackerStore::load_hash_memo() {
+  MemoEntries memo;
+  // In the primary key's order: sorted by path, as the memo keeps them.
+  Expected<void> done = m_database.each_row(
+      "SELECT path, size, mtime_ns, ctime_ns, inode, device, sha256, hashed_at_ns FROM file_hashes ORDER BY path",
+      [&](StatementRef& row) {
+        MemoEntry e;
+        e.stamp = {row.column_int64(1), row.column_int64(2), row.column_int64(3), row.column_int64(4),
+                   row.column_int64(5)};
+        e.sha256 = row.column_text(6);
+        e.hashed_at_ns = row.column_int64(7);
+        memo.emplace_back(row.column_text(0), std::move(e));
+      });
   if (!done) {
     return Error{done.error()};
   }

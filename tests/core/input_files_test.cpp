@@ -340,6 +340,26 @@ TEST_SUITE("core::InMemoryHashMemo") {
     CHECK(memo.find("/b")->sha256 == "second");
   }
 
+  TEST_CASE("entries loaded in any order are all found, and only they") {
+    MemoEntries loaded;
+    for (int i = 999; i >= 0; --i) {
+      MemoEntry e;
+      e.sha256 = std::to_string(i);
+      loaded.emplace_back("/data/" + std::to_string(i) + ".csv", e);
+    }
+    const InMemoryHashMemo memo(std::move(loaded));
+    CHECK(memo.size() == 1000);
+    for (int i = 0; i < 1000; ++i) {
+      const MemoEntry* e = memo.find("/data/" + std::to_string(i) + ".csv");
+      REQUIRE(e != nullptr);
+      CHECK(e->sha256 == std::to_string(i));
+    }
+    CHECK(memo.find("/data/1000.csv") == nullptr);
+    CHECK(memo.find("/data/") == nullptr);
+    CHECK(memo.find("") == nullptr);
+    CHECK(memo.find("/data/999.csv0") == nullptr);
+  }
+
 } // TEST_SUITE
 
 TEST_SUITE("core::resolve_inputs") {

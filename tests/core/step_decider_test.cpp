@@ -87,8 +87,8 @@ struct Fixture {
 
   /// A memo that trusts every file of the fixture as it is now (hashed
   /// long after its last change), as a rerun's memo does.
-  std::unordered_map<std::string, MemoEntry> settled_memo() const {
-    std::unordered_map<std::string, MemoEntry> memo;
+  MemoEntries settled_memo() const {
+    MemoEntries memo;
     for (const char* dir_name : {"in", "out"}) {
       for (const char* name : {"a", "b", "c"}) {
         const std::string path = workdir + "/" + dir_name + "/" + name + ".txt";
@@ -100,7 +100,7 @@ struct Fixture {
                        static_cast<std::int64_t>(st.st_dev)};
         entry.sha256 = sha256_hex(read_file(path));
         entry.hashed_at_ns = FileHasher::wall_clock_ns() + 60 * k_second_ns;
-        memo.emplace(path, entry);
+        memo.emplace_back(path, entry);
       }
     }
     return memo;
