@@ -168,7 +168,8 @@ int status_command(const GlobalOptions& global, const WorkflowOptions& options, 
       f.reasons.push_back("no earlier successful execution");
       continue;
     }
-    auto changes = core::explain_changes(parse_components((*past)->cache.components_json), key.components);
+    auto changes =
+        core::explain_changes(parse_components((*past)->cache.components_json), parse_components(key.components_json));
     if (changes.empty()) {
       f.reasons.push_back("the execution with this key recorded no outputs");
     }

@@ -79,22 +79,70 @@ std::string describe(std::string_view component, const nlohmann::json* before, c
 
 } // namespace
 
+namespace {
+
+/// True when nlohmann's dump writes `text` as it is, between quotes:
+/// printable ASCII but the quote and the backslash.
+bool plain(std::string_view text) {
+  return std::all_of(text.begin(), text.end(), [](char c) { return c >= 0x20 && c <= 0x7e && c != '"' && c != '\\'; });
+}
+
+/// The components as nlohmann's compact dump of the object would write them
+/// (what keys have always hashed; see the pinned keys in the tests), without
+/// building the object when every name and value is plain: a rerun computes
+/// 10,000 keys. `sorted`: by name, unique.
+std::string components_text(const std::vector<std::pair<std::string, std::string>>& sorted) {
+  const bool all_plain =
+      std::all_of(sorted.begin(), sorted.end(), [](const auto& c) { return plain(c.first) && plain(c.second); });
+  if (!all_plain) {
+    nlohmann::json object = nlohmann::json::object();
+    for (const auto& [name, value] : sorted) {
+      object[name] = value;
+    }
+    return object.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  }
+  std::size_t size = 2;
+  for (const auto& [name, value] : sorted) {
+    size += name.size() + value.size() + 6;
+  }
+  std::string text;
+  text.reserve(size);
+  text += '{';
+  for (const auto& [name, value] : sorted) {
+    if (text.size() > 1) {
+      text += ',';
+    }
+    text += '"';
+    text += name;
+    text += "\":\"";
+    text += value;
+    text += '"';
+  }
+  text += '}';
+  return text;
+}
+
+} // namespace
+
 CacheKey compute_cache_key(const Plan& plan, const PlannedStep& step, const std::vector<InputFile>& inputs,
                            const std::function<std::string(int need)>& upstream_key,
                            const std::vector<std::pair<std::string, std::string>>& values) {
-  CacheKey key;
-  nlohmann::json& c = key.components;
-  c["version"] = k_version;
-  c["command"] = step.display_command;
-  c["workdir"] = step.workdir;
+  // Named components, in the order they are set: a later one of the same
+  // name wins (a step's env over the workflow's), as in a JSON object.
+  std::vector<std::pair<std::string, std::string>> c;
+  c.reserve(4 + plan.workflow_env.size() + step.env.size() + step.params_used.size() + inputs.size() +
+            step.needs.size() + values.size());
+  c.emplace_back("version", k_version);
+  c.emplace_back("command", step.display_command);
+  c.emplace_back("workdir", step.workdir);
   std::string outputs;
   for (const StepOutput& output : step.outputs) {
     outputs += (outputs.empty() ? "" : ",") + (output.name.empty() ? "" : output.name + "=") + output.path;
   }
-  c["outputs"] = outputs;
+  c.emplace_back("outputs", std::move(outputs));
   auto add_env = [&c](const std::string& entry) {
     const auto eq = entry.find('=');
-    c["env:" + entry.substr(0, eq)] = eq == std::string::npos ? "" : entry.substr(eq + 1);
+    c.emplace_back("env:" + entry.substr(0, eq), eq == std::string::npos ? "" : entry.substr(eq + 1));
   };
   for (const std::string& entry : plan.workflow_env) {
     add_env(entry);
@@ -103,19 +151,30 @@ CacheKey compute_cache_key(const Plan& plan, const PlannedStep& step, const std:
     add_env(entry);
   }
   for (const auto& [name, value] : step.params_used) {
-    c["param:" + name] = value;
+    c.emplace_back("param:" + name, value);
   }
   for (const InputFile& input : inputs) {
-    c["input:" + input.path] = input.problem.empty() ? input.sha256 : "missing (" + input.problem + ")";
+    c.emplace_back("input:" + input.path, input.problem.empty() ? input.sha256 : "missing (" + input.problem + ")");
   }
   for (int need : step.needs) {
     const std::string k = upstream_key(need);
-    c["upstream:" + plan.steps[static_cast<std::size_t>(need)].id] = k.empty() ? "-" : k;
+    c.emplace_back("upstream:" + plan.steps[static_cast<std::size_t>(need)].id, k.empty() ? "-" : k);
   }
   for (const auto& [ref, value] : values) {
-    c["value:" + ref] = value;
+    c.emplace_back("value:" + ref, value);
   }
-  key.components_json = c.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  std::stable_sort(c.begin(), c.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  // Of equal names, the last set is kept.
+  std::vector<std::pair<std::string, std::string>> sorted;
+  sorted.reserve(c.size());
+  for (std::size_t i = 0; i < c.size(); ++i) {
+    if (i + 1 < c.size() && c[i + 1].first == c[i].first) {
+      continue;
+    }
+    sorted.push_back(std::move(c[i]));
+  }
+  CacheKey key;
+  key.components_json = components_text(sorted);
   key.key = sha256_hex(key.components_json);
   return key;
 }

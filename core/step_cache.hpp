@@ -33,9 +33,8 @@ namespace kiln::core {
 
 struct CacheKey {
   std::string key;
-  /// Sorted by component name.
-  nlohmann::json components = nlohmann::json::object();
-  /// `components` as the text the key hashes (what the store keeps).
+  /// The components as a JSON object, sorted by name, compact: the text the
+  /// key hashes (what the store keeps).
   std::string components_json;
 };
 

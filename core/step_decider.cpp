@@ -60,7 +60,7 @@ Expected<std::optional<CacheHit>> CacheIndex::find(const std::string& step, cons
   }
   if (const auto it = m_latest.find(step);
       it != m_latest.end() && it->second.key == key && it->second.source_run != except_run) {
-    return std::optional<CacheHit>(CacheHit{it->second.source_run, step, {}});
+    return std::optional<CacheHit>(CacheHit{it->second.source_run, step});
   }
   return m_store.find_cache_hit(key, except_run);
 }
@@ -100,12 +100,11 @@ Expected<CacheLookup> look_up_cache(TrackerStore& store, CacheIndex& index, File
     return lookup;
   }
   lookup.hit = std::move(**hit);
-  lookup.hit.outputs = **recorded;
   // The outputs must be what that execution produced: in place and
   // unchanged, or restorable from the artifact store when gone. An output
   // changed by hand is not overwritten: the step runs.
   const std::filesystem::path workdir = step.workdir;
-  for (const ArtifactRecord& output : lookup.hit.outputs) {
+  for (const ArtifactRecord& output : **recorded) {
     const std::string path = (workdir / output.path).lexically_normal().string();
     const FileStatus probe = hasher.probe(path);
     if (probe.error != 0) {

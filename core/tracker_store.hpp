@@ -306,9 +306,6 @@ struct KeyedStep {
 struct CacheHit {
   std::int64_t run = 0;
   std::string step;
-  /// Its declared outputs as recorded (every kind but logged), with their
-  /// hashes; filled by core::look_up_cache, not by the store.
-  std::vector<ArtifactRecord> outputs;
 };
 
 /// The latest earlier execution of a step that ran and succeeded.

@@ -133,7 +133,7 @@ Expected<std::optional<CacheHit>> TrackerStore::find_cache_hit(std::string_view 
       "AND status = 'succeeded' "
       "ORDER BY run DESC LIMIT 1",
       [&](StatementRef& row) {
-        hit = CacheHit{row.column_int64(0), row.column_text(1), {}};
+        hit = CacheHit{row.column_int64(0), row.column_text(1)};
       },
       key, except_run);
   if (!done) {

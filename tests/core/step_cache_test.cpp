@@ -53,6 +53,11 @@ struct Fixture {
   }
 };
 
+/// The components the key covers, as the store keeps them.
+json components_of(const CacheKey& key) {
+  return json::parse(key.components_json);
+}
+
 } // namespace
 
 TEST_SUITE("core::compute_cache_key") {
@@ -61,18 +66,18 @@ TEST_SUITE("core::compute_cache_key") {
     const CacheKey first = f.key();
     const CacheKey second = f.key();
     CHECK(first.key == second.key);
-    CHECK(first.components == second.components);
+    CHECK(components_of(first) == components_of(second));
     CHECK(first.key.size() == 64);
-    CHECK(first.key == sha256_hex(first.components.dump()));
-    CHECK(first.components == json{{"version", "1"},
-                                   {"command", "python train.py --C 1"},
-                                   {"workdir", "/w"},
-                                   {"outputs", "model.pkl"},
-                                   {"env:SEED", "1"},
-                                   {"env:MODE", "fast"},
-                                   {"param:C", "1"},
-                                   {"input:data.csv", k_sha_a},
-                                   {"upstream:prepare", f.prepare_key}});
+    CHECK(first.key == sha256_hex(components_of(first).dump()));
+    CHECK(components_of(first) == json{{"version", "1"},
+                                       {"command", "python train.py --C 1"},
+                                       {"workdir", "/w"},
+                                       {"outputs", "model.pkl"},
+                                       {"env:SEED", "1"},
+                                       {"env:MODE", "fast"},
+                                       {"param:C", "1"},
+                                       {"input:data.csv", k_sha_a},
+                                       {"upstream:prepare", f.prepare_key}});
   }
 
   TEST_CASE("each component changes the key") {
@@ -124,6 +129,16 @@ TEST_SUITE("core::compute_cache_key") {
     CHECK(Fixture().key().key == "c1906efad5dab16b3ef3c9d891636146a6adc83530c400b4f1bbb6f7f60928fe");
   }
 
+  TEST_CASE("a step's env overrides the workflow's of the same name: one component, the step's value") {
+    Fixture f;
+    f.train().env = {"SEED=7", "MODE=fast"};
+    const CacheKey key = f.key();
+    CHECK(components_of(key)["env:SEED"] == "7");
+    CHECK(key.components_json.find("\"env:SEED\":\"7\"") != std::string::npos);
+    CHECK(key.components_json.find("\"env:SEED\":\"1\"") == std::string::npos);
+    CHECK(key.components_json == components_of(key).dump());
+  }
+
   TEST_CASE("the runner's own environment, argv and retry policy are not part of the key") {
     Fixture f;
     const std::string base = f.key().key;
@@ -141,7 +156,7 @@ TEST_SUITE("core::compute_cache_key") {
     f.prepare_key = "";
     f.values = {{"steps.prepare.outputs.path", "data.csv"}};
     f.train().outputs = {{"model", "model.pkl"}, {"", "log.txt"}};
-    const json c = f.key().components;
+    const json c = components_of(f.key());
     CHECK(c["input:data.csv"] == "missing (no such file or directory)");
     CHECK(c["upstream:prepare"] == "-");
     CHECK(c["value:steps.prepare.outputs.path"] == "data.csv");
@@ -159,7 +174,7 @@ TEST_SUITE("core::compute_cache_key") {
 
 TEST_SUITE("core::explain_changes") {
   TEST_CASE("equal components explain nothing") {
-    const json c = Fixture().key().components;
+    const json c = components_of(Fixture().key());
     CHECK(explain_changes(c, c).empty());
     CHECK(explain_changes(json::object(), json::object()).empty());
   }
@@ -203,7 +218,7 @@ TEST_SUITE("core::explain_changes") {
 
   TEST_CASE("inputs first, then params, upstream steps, values, env, command, workdir, outputs, version") {
     Fixture f;
-    const json before = f.key().components;
+    const json before = components_of(f.key());
     f.train().display_command = "python train.py --C 10";
     f.train().workdir = "/other";
     f.train().outputs = {{"", "m.pkl"}};
@@ -212,7 +227,7 @@ TEST_SUITE("core::explain_changes") {
     f.inputs = {{"data.csv", "data.csv", k_sha_b, ""}, {"b.csv", "b.csv", k_sha_a, ""}};
     f.prepare_key = std::string(64, '0');
     f.values = {{"steps.prepare.outputs.n", "3"}};
-    json after = f.key().components;
+    json after = components_of(f.key());
     after["version"] = "2";
     CHECK(explain_changes(before, after) ==
           std::vector<std::string>{
