@@ -4,6 +4,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -25,13 +26,19 @@ void use_huge_pages() {
   mallopt(M_TOP_PAD, static_cast<int>(k_reserve));
   mallopt(M_TRIM_THRESHOLD, static_cast<int>(2 * k_reserve));
   mallopt(M_MMAP_THRESHOLD, 32 << 20); // glibc's maximum
+  // What malloc serves next is the heap's free top, then what it extends
+  // the heap by. A block larger than that top makes it extend the heap by
+  // the pad; the range advised runs from the top's start to the new end.
+  // (Earlier frees may have left a large top: a fixed-size probe would
+  // then fit in it, extend nothing, and leave the heap unadvised.)
   auto* start = static_cast<char*>(sbrk(0));
-  // A block larger than the heap's free top makes malloc extend it by the
-  // pad. (volatile: the compiler may not elide the pair.)
-  void* volatile probe = std::malloc(std::size_t{256} << 10);
+  const std::size_t top = mallinfo2().keepcost;
+  // (The probe stays well under the mmap threshold; a top above 16 MiB is
+  // advised as it is. volatile: the pair is not elided.)
+  void* volatile probe = std::malloc(std::min(top, std::size_t{16} << 20) + (std::size_t{256} << 10));
   auto* end = static_cast<char*>(sbrk(0));
   std::free(probe);
-  const auto from = (reinterpret_cast<std::uintptr_t>(start) + k_huge - 1) & ~(k_huge - 1);
+  const auto from = (reinterpret_cast<std::uintptr_t>(start - top) + k_huge - 1) & ~(k_huge - 1);
   const auto to = reinterpret_cast<std::uintptr_t>(end) & ~(k_huge - 1);
   if (to > from) {
     (void)madvise(reinterpret_cast<void*>(from), to - from, MADV_HUGEPAGE);

@@ -550,6 +550,7 @@ StartDecision StepDecider::decide_cache(int step, const std::vector<std::pair<st
     if (auto copied = m_store.blobs().copy_out(output.sha256, dest); !copied) {
       m_errors.push_back("restoring " + dest.string() + ": " + copied.error());
       found.reset();
+      break;
     }
   }
   if (found) {
