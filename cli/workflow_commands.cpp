@@ -600,8 +600,9 @@ int run_command(const GlobalOptions& global, const RunOptions& options, int argc
         // steps are megabytes) is freed before the memo and the decisions
         // add theirs.
         workflow.reset();
-        load_memo(**store, any_cached, prepared);
         prepare_session(**store, *plan, session.workflow_name, session, prepared);
+        prepared.decider->prefetch_stats();
+        load_memo(**store, any_cached, prepared);
         std::vector<core::NewStep> steps = planned_steps(*plan);
         auto ahead = prepared.decider->decide_ahead(prepared.options.selected, core::SystemClock().wall_ms());
         for (std::size_t i = 0; i < steps.size(); ++i) {

@@ -502,14 +502,46 @@ std::int64_t FileHasher::wall_clock_ns() {
   return nanoseconds(now);
 }
 
-FileStatus FileHasher::probe(const std::string& path, FollowSymlinks follow) {
-  ++m_stats.stat_calls;
+FileStatus stat_path(const std::string& path, FollowSymlinks follow) {
   struct stat st {};
   const int rc = follow == FollowSymlinks::yes ? ::stat(path.c_str(), &st) : ::lstat(path.c_str(), &st);
   if (rc != 0) {
     return FileStatus{errno, FileType::other, FileStamp{}};
   }
   return FileStatus{0, type_of(st.st_mode), stamp_of(st)};
+}
+
+StatPrefetch::StatPrefetch(std::vector<std::string> paths) : m_paths(std::move(paths)), m_status(m_paths.size()) {
+  m_thread = std::thread([this] {
+    for (std::size_t i = 0; i < m_paths.size() && !m_stop.load(std::memory_order_relaxed); ++i) {
+      m_status[i] = stat_path(m_paths[i]);
+      m_taken.store(i + 1, std::memory_order_release);
+    }
+  });
+}
+
+StatPrefetch::~StatPrefetch() {
+  m_stop.store(true, std::memory_order_relaxed);
+  m_thread.join();
+}
+
+std::string path_in(const std::string& workdir, std::string_view path) {
+  return normalize_absolute(!path.empty() && path[0] == '/' ? std::string(path) : workdir + "/" + std::string(path));
+}
+
+FileStatus FileHasher::probe(const std::string& path, FollowSymlinks follow) {
+  ++m_stats.stat_calls;
+  if (m_prefetch != nullptr && follow == FollowSymlinks::yes) {
+    for (std::size_t i = m_prefetch_begin; i < m_prefetch_end; ++i) {
+      if (m_prefetch->path(i) == path) {
+        if (const FileStatus* taken = m_prefetch->status(i)) {
+          return *taken;
+        }
+        break;
+      }
+    }
+  }
+  return stat_path(path, follow);
 }
 
 Expected<std::string> FileHasher::hash_file(const std::string& absolute_path) {

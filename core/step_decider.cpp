@@ -103,9 +103,8 @@ Expected<CacheLookup> look_up_cache(TrackerStore& store, CacheIndex& index, File
   // The outputs must be what that execution produced: in place and
   // unchanged, or restorable from the artifact store when gone. An output
   // changed by hand is not overwritten: the step runs.
-  const std::filesystem::path workdir = step.workdir;
   for (const ArtifactRecord& output : **recorded) {
-    const std::string path = (workdir / output.path).lexically_normal().string();
+    const std::string path = path_in(step.workdir, output.path);
     const FileStatus probe = hasher.probe(path);
     if (probe.error != 0) {
       if (!store.blobs().contains(output.sha256)) {
@@ -561,6 +560,40 @@ StartDecision StepDecider::decide_cache(int step, const std::vector<std::pair<st
   return decision;
 }
 
+namespace {
+
+/// What decide_ahead may decide, as far as the plan alone says.
+bool may_decide_ahead(const PlannedStep& planned, bool forced) {
+  return planned.cache && !forced && planned.when.empty() && planned.gate.empty() && !planned.deferred;
+}
+
+} // namespace
+
+void StepDecider::prefetch_stats() {
+  std::vector<std::string> paths;
+  m_prefetched.assign(m_plan.steps.size(), {0, 0});
+  for (int step : m_plan.order) {
+    const PlannedStep& planned = m_plan.steps[step];
+    if (!may_decide_ahead(planned, m_forced[step] != 0)) {
+      continue;
+    }
+    const std::size_t begin = paths.size();
+    const std::string workdir = path_in(std::filesystem::absolute(planned.workdir).string(), ".");
+    for (const std::string& pattern : planned.inputs) {
+      if (!pattern.empty() && !is_glob(pattern)) {
+        paths.push_back(path_in(workdir, pattern));
+      }
+    }
+    for (const StepOutput& output : planned.outputs) {
+      paths.push_back(path_in(workdir, output.path));
+    }
+    m_prefetched[step] = {begin, paths.size()};
+  }
+  if (!paths.empty()) {
+    m_prefetch = std::make_unique<StatPrefetch>(std::move(paths));
+  }
+}
+
 std::vector<std::optional<CacheDecision>> StepDecider::decide_ahead(const std::vector<char>& selected,
                                                                     std::int64_t now_ms) {
   std::vector<std::optional<CacheDecision>> decided(m_plan.steps.size());
@@ -569,8 +602,7 @@ std::vector<std::optional<CacheDecision>> StepDecider::decide_ahead(const std::v
   for (int step : m_plan.order) {
     const PlannedStep& planned = m_plan.steps[step];
     const bool eligible =
-        planned.cache && !m_forced[step] && planned.when.empty() && planned.gate.empty() && !planned.deferred &&
-        (selected.empty() || selected[step]) &&
+        may_decide_ahead(planned, m_forced[step] != 0) && (selected.empty() || selected[step]) &&
         std::all_of(planned.needs.begin(), planned.needs.end(), [this](int need) { return m_ahead[need].has_value(); });
     if (!eligible) {
       continue;
@@ -578,6 +610,9 @@ std::vector<std::optional<CacheDecision>> StepDecider::decide_ahead(const std::v
     // (A file the memo cannot vouch for is not read: as an input it is a
     // problem, as an output it does not match; either way no source.)
     CacheDecision record;
+    if (m_prefetch) {
+      m_hasher.set_prefetched(m_prefetch.get(), m_prefetched[step].first, m_prefetched[step].second);
+    }
     std::optional<CacheLookup> found = find_source(step, {}, record);
     if (!found || !found->missing.empty()) {
       m_keys[step].clear(); // the loop decides it
@@ -591,6 +626,9 @@ std::vector<std::optional<CacheDecision>> StepDecider::decide_ahead(const std::v
     decided[step] = std::move(record);
   }
   m_hasher.set_reading(FileHasher::Reading::now);
+  // From here on steps run: what was stated before is not trusted.
+  m_hasher.set_prefetched(nullptr);
+  m_prefetch.reset();
   return decided;
 }
 

@@ -27,6 +27,7 @@
 #include "core/tracker_store.hpp"
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <unordered_map>
@@ -97,6 +98,12 @@ public:
   /// recorded: per step, its settled decision (at `now_ms`), or nothing
   /// for a step left to the loop. `selected` as SchedulerOptions::selected.
   std::vector<std::optional<CacheDecision>> decide_ahead(const std::vector<char>& selected, std::int64_t now_ms);
+  /// Starts stating, on a second thread, the plain inputs and the declared
+  /// outputs of the steps decide_ahead may decide, in the order it will ask
+  /// for them, so that the stats overlap what comes before and between
+  /// them (loading the memo, computing keys). decide_ahead uses what is
+  /// taken by then, stats the rest itself, and stops the thread.
+  void prefetch_stats();
 
   StartDecision prepare(int step, bool failure_upstream, const std::function<StepStatus(int)>& status) override;
   std::string verify(int step, int attempt) override;
@@ -153,6 +160,9 @@ private:
   std::vector<std::optional<Source>> m_cached_from;
   /// Per step decided ahead: its decision, already recorded.
   std::vector<std::optional<StartDecision>> m_ahead;
+  /// prefetch_stats(): the stats, and per step its paths' range in them.
+  std::unique_ptr<StatPrefetch> m_prefetch;
+  std::vector<std::pair<std::size_t, std::size_t>> m_prefetched;
   /// Per step, the steps.* values its command used (part of its key).
   std::vector<std::vector<std::pair<std::string, std::string>>> m_values;
   std::vector<CacheDecision> m_pending;

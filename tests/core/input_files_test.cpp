@@ -11,10 +11,13 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <ostream>
 #include <string>
+#include <thread>
 #include <vector>
 
 using kiln::test::ok;
@@ -152,6 +155,39 @@ TEST_SUITE("core::FileHasher") {
     later.set_reading(FileHasher::Reading::now);
     CHECK(ok(later.hash_file(unknown.string())) == sha256_hex("beta"));
     CHECK(later.stats().files_read == 1);
+  }
+
+  TEST_CASE("a prefetch's statuses are stat(2)'s; probe answers from it within its window only") {
+    Fixture f;
+    const fs::path a = f.temp.write("a.txt", "alpha");
+    const fs::path b = f.temp.write("b.txt", "beta");
+    const std::string gone = f.temp.file("gone.txt");
+    std::optional<StatPrefetch> prefetch(std::in_place, std::vector<std::string>{a.string(), gone, b.string()});
+    REQUIRE(prefetch->size() == 3);
+    while (prefetch->status(2) == nullptr) {
+      std::this_thread::yield();
+    }
+    CHECK(prefetch->status(0)->stamp == stat_path(a.string()).stamp);
+    CHECK(prefetch->status(0)->type == FileType::regular);
+    CHECK(prefetch->status(1)->error == ENOENT);
+    CHECK(prefetch->status(2)->stamp.size == 4);
+
+    // b changes after it was stated: within the window the hasher takes
+    // the status stated then; outside it, or without the prefetch, stat(2)
+    // says what is there now.
+    write_file(b, "beta, longer");
+    f.hasher.set_prefetched(&*prefetch, 1, 3);
+    CHECK(f.hasher.probe(b.string()).stamp.size == 4);
+    CHECK(f.hasher.probe(gone).error == ENOENT);
+    f.hasher.set_prefetched(&*prefetch, 0, 1);
+    CHECK(f.hasher.probe(b.string()).stamp.size == 12);
+    f.hasher.set_prefetched(nullptr);
+    CHECK(f.hasher.probe(b.string()).stamp.size == 12);
+    prefetch.reset(); // joins
+
+    // One that is stopped before it is done leaves the rest untaken.
+    std::vector<std::string> many(100000, a.string());
+    StatPrefetch stopped(std::move(many));
   }
 
   TEST_CASE("the memo's answer is what a hit returns, whatever the content") {

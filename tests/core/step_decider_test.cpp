@@ -148,6 +148,8 @@ struct Fixture {
         store->create_run(new_run(), [&](std::int64_t number, const std::string&) -> Expected<std::vector<NewStep>> {
           second.plan = plan(number);
           second.decider.emplace(*store, second.plan, "flow", forced, second.memo);
+          // As kiln run does: the stats start on their thread first.
+          second.decider->prefetch_stats();
           second.ahead = second.decider->decide_ahead(selected, 5000);
           std::vector<NewStep> steps = steps_of(second.plan);
           for (std::size_t i = 0; i < steps.size(); ++i) {
