@@ -222,7 +222,7 @@ public:
       add_problem(".", "empty pattern");
       return;
     }
-    const std::string absolute = normalize_absolute(m_pattern[0] == '/' ? m_pattern : m_workdir + "/" + m_pattern);
+    const std::string absolute = path_in(m_workdir, m_pattern);
     if (is_glob(m_pattern)) {
       resolve_glob();
     } else {
@@ -525,6 +525,10 @@ StatPrefetch::~StatPrefetch() {
   m_thread.join();
 }
 
+std::string normal_workdir(const std::filesystem::path& workdir) {
+  return normalize_absolute(workdir.is_absolute() ? workdir.string() : std::filesystem::absolute(workdir).string());
+}
+
 std::string path_in(const std::string& workdir, std::string_view path) {
   return normalize_absolute(!path.empty() && path[0] == '/' ? std::string(path) : workdir + "/" + std::string(path));
 }
@@ -625,8 +629,7 @@ Expected<std::string> FileHasher::hash_probed(const std::string& path, const Fil
 
 std::vector<InputFile> resolve_inputs(const std::filesystem::path& workdir, const std::vector<std::string>& patterns,
                                       FileHasher& hasher) {
-  const std::string root =
-      normalize_absolute(workdir.is_absolute() ? workdir.string() : std::filesystem::absolute(workdir).string());
+  const std::string root = normal_workdir(workdir);
   std::vector<InputFile> out;
   out.reserve(patterns.size());
   for (const std::string& pattern : patterns) {

@@ -153,6 +153,9 @@ private:
   std::thread m_thread;
 };
 
+/// `workdir` made absolute (from the current directory) and lexically normal.
+std::string normal_workdir(const std::filesystem::path& workdir);
+
 /// The absolute, lexically normal path that `path` (absolute, or relative
 /// to the absolute, lexically normal `workdir`) names: how a plain input
 /// pattern or a declared output is probed.

@@ -130,7 +130,8 @@ StepDecider::StepDecider(TrackerStore& store, const Plan& plan, std::string work
                          InMemoryHashMemo& memo)
     : m_store(store), m_plan(plan), m_workflow(std::move(workflow_name)), m_forced(std::move(forced)), m_hasher(memo),
       m_memo(memo), m_cache_index(store, m_workflow, plan.run_number), m_keys(plan.steps.size()),
-      m_cached_from(plan.steps.size()), m_values(plan.steps.size()), m_pending_of(plan.steps.size(), -1) {
+      m_cached_from(plan.steps.size()), m_ahead(plan.steps.size()), m_values(plan.steps.size()),
+      m_pending_of(plan.steps.size(), -1) {
   m_forced.resize(plan.steps.size(), 0);
   // Every cached step leaves a decision: reserved once, not regrown.
   m_pending.reserve(static_cast<std::size_t>(
@@ -270,7 +271,7 @@ std::string StepDecider::where(const Condition& condition) const {
 }
 
 StartDecision StepDecider::prepare(int step, bool failure_upstream, const std::function<StepStatus(int)>& status) {
-  if (!m_ahead.empty() && m_ahead[step]) {
+  if (m_ahead[step]) {
     return *m_ahead[step];
   }
   const PlannedStep& planned = m_plan.steps[step];
@@ -578,7 +579,7 @@ void StepDecider::prefetch_stats() {
       continue;
     }
     const std::size_t begin = paths.size();
-    const std::string workdir = path_in(std::filesystem::absolute(planned.workdir).string(), ".");
+    const std::string workdir = normal_workdir(planned.workdir);
     for (const std::string& pattern : planned.inputs) {
       if (!pattern.empty() && !is_glob(pattern)) {
         paths.push_back(path_in(workdir, pattern));
@@ -597,7 +598,6 @@ void StepDecider::prefetch_stats() {
 std::vector<std::optional<CacheDecision>> StepDecider::decide_ahead(const std::vector<char>& selected,
                                                                     std::int64_t now_ms) {
   std::vector<std::optional<CacheDecision>> decided(m_plan.steps.size());
-  m_ahead.assign(m_plan.steps.size(), std::nullopt);
   m_hasher.set_reading(FileHasher::Reading::put_off);
   for (int step : m_plan.order) {
     const PlannedStep& planned = m_plan.steps[step];
@@ -691,7 +691,7 @@ std::string StepDecider::verify(int step, int /*attempt*/) {
 }
 
 void StepDecider::step_finished(int step, StepStatus status, const std::string& reason, std::int64_t at_ms) {
-  if (status != StepStatus::cached || (!m_ahead.empty() && m_ahead[step])) {
+  if (status != StepStatus::cached || m_ahead[step]) {
     return; // (a step decided ahead was recorded cached with its run)
   }
   if (const int pending = m_pending_of[step]; pending >= 0) {
