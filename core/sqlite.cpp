@@ -345,6 +345,24 @@ Expected<Transaction> Database::begin(TransactionKind kind) {
   return Transaction(this);
 }
 
+Expected<ForeignKeysOff> Database::foreign_keys_off() {
+  if (Expected<void> done = exec("PRAGMA foreign_keys = OFF"); !done) {
+    return Error{done.error()};
+  }
+  return ForeignKeysOff(this);
+}
+
+ForeignKeysOff::ForeignKeysOff(ForeignKeysOff&& other) noexcept : m_database(other.m_database) {
+  other.m_database = nullptr;
+}
+
+ForeignKeysOff::~ForeignKeysOff() {
+  if (m_database != nullptr) {
+    // Fails only inside a transaction, which the guard outlives by design.
+    (void)m_database->exec("PRAGMA foreign_keys = ON");
+  }
+}
+
 std::int64_t Database::changes() const {
   return sqlite3_changes64(m_handle);
 }

@@ -149,6 +149,24 @@ private:
   Database* m_database = nullptr;
 };
 
+/// Foreign key checks off on a connection until destroyed, then on again.
+/// Taken outside a transaction: SQLite ignores the pragma inside one. For
+/// writes whose references hold by construction (rows copied from rows that
+/// were checked), where the check's lookup per row is the cost.
+class ForeignKeysOff {
+public:
+  ForeignKeysOff(ForeignKeysOff&& other) noexcept;
+  ForeignKeysOff& operator=(ForeignKeysOff&&) = delete;
+  ForeignKeysOff(const ForeignKeysOff&) = delete;
+  ForeignKeysOff& operator=(const ForeignKeysOff&) = delete;
+  ~ForeignKeysOff();
+
+private:
+  friend class Database;
+  explicit ForeignKeysOff(Database* database) : m_database(database) {}
+  Database* m_database = nullptr;
+};
+
 enum class OpenMode { read_write_create, read_write, read_only };
 
 class Database {
@@ -216,6 +234,8 @@ public:
   }
 
   Expected<Transaction> begin(TransactionKind kind);
+  /// Foreign key checks off while the result lives (see ForeignKeysOff).
+  Expected<ForeignKeysOff> foreign_keys_off();
 
   /// Rows changed by the last INSERT/UPDATE/DELETE.
   std::int64_t changes() const;

@@ -709,6 +709,14 @@ Expected<RunRecord> TrackerStore::create_run(const NewRun& new_run, const StepsO
     return Error{error.what()};
   }
 
+  // Every row written here references the run written first, its workflow
+  // source, or (a cached step's copies) blobs its source's rows reference
+  // already, which gc keeps: the references hold by construction, and
+  // checking them was a lookup per copied artifact (~10 ms at 10,000).
+  Expected<sqlite::ForeignKeysOff> foreign_keys = m_database.foreign_keys_off();
+  if (!foreign_keys) {
+    return Error{foreign_keys.error()};
+  }
   Expected<Transaction> transaction = m_database.begin(TransactionKind::immediate);
   if (!transaction) {
     return Error{transaction.error()};
@@ -1993,20 +2001,13 @@ Expected<TrackerStore::BlobSweep> TrackerStore::sweep_blobs(const std::vector<st
   // query below has just established there are none, under the same lock,
   // so the foreign key check is off for this transaction (the pragma only
   // takes effect outside one).
-  struct ForeignKeysOff {
-    sqlite::Database& database;
-    bool off = false;
-    ~ForeignKeysOff() {
-      if (off) {
-        (void)database.exec("PRAGMA foreign_keys = ON");
-      }
-    }
-  } foreign_keys{m_database};
+  std::optional<sqlite::ForeignKeysOff> foreign_keys;
   if (mode == SweepMode::remove) {
-    if (Expected<void> done = m_database.exec("PRAGMA foreign_keys = OFF"); !done) {
-      return Error{done.error()};
+    Expected<sqlite::ForeignKeysOff> off = m_database.foreign_keys_off();
+    if (!off) {
+      return Error{off.error()};
     }
-    foreign_keys.off = true;
+    foreign_keys.emplace(std::move(*off));
   }
   Expected<Transaction> transaction =
       m_database.begin(mode == SweepMode::remove ? TransactionKind::immediate : TransactionKind::deferred);

@@ -89,6 +89,22 @@ TEST_SUITE("core::sqlite") {
     CHECK(count(database) == 1);
   }
 
+  TEST_CASE("foreign key checks are off while the guard lives, and on again after") {
+    Database database = memory_database();
+    REQUIRE(database.exec("PRAGMA foreign_keys = ON; CREATE TABLE c (k INTEGER REFERENCES t (k))").ok());
+    CHECK_FALSE(database.exec("INSERT INTO c (k) VALUES (7)").ok());
+    {
+      Expected<ForeignKeysOff> off = database.foreign_keys_off();
+      REQUIRE(off.ok());
+      Expected<Transaction> transaction = database.begin(TransactionKind::immediate);
+      REQUIRE(transaction.ok());
+      CHECK(database.exec("INSERT INTO c (k) VALUES (7)").ok());
+      REQUIRE(transaction->commit().ok());
+    }
+    CHECK(database.query_int64("PRAGMA foreign_keys").value() == 1);
+    CHECK_FALSE(database.exec("INSERT INTO c (k) VALUES (8)").ok());
+  }
+
   TEST_CASE("a cached statement is reset when its lease ends") {
     Database database = memory_database();
     REQUIRE(database.exec("INSERT INTO t (k) VALUES (1), (2)").ok());
