@@ -137,6 +137,8 @@ int main(int argc, char** argv) {
                     ->allow_extra_args(false);
   run->add_flag("--no-push", run_options.no_push,
                 "Do not push to the tracking server at the end; `kiln push --pending` sends the run later");
+  run->add_flag("--no-replay", run_options.no_replay,
+                "Plan and decide every step even when nothing changed since the last wholly cached run");
   run->add_option("--store", global.store, "Tracker store directory")->type_name("DIR");
 
   run->callback([&run_options, force] {

@@ -51,6 +51,8 @@ struct RunOptions {
   std::vector<std::string> tags;
   /// --no-push: record the push as pending instead of pushing at the end.
   bool no_push = false;
+  /// --no-replay: plan and decide even when the last run could be replayed.
+  bool no_replay = false;
   /// A partial run: --only STEP... (each by itself) and --from STEP... (with
   /// everything downstream).
   std::vector<std::string> only;

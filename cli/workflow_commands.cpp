@@ -24,10 +24,12 @@
 #include "workflows/yaml_json.hpp"
 
 #include <nlohmann/json.hpp>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -44,12 +46,17 @@ namespace kiln::cli {
 
 namespace {
 
-/// The machine's capacity, with what --cpus, --memory and --gpus say instead.
-core::Expected<plugins::Capacity> capacity_for(const ResourceOptions& options, const core::Workflow& workflow) {
-  const bool wants_gpus = options.gpus.empty() && std::any_of(workflow.steps.begin(), workflow.steps.end(),
-                                                              [](const core::Step& s) { return s.resources.gpus > 0; });
-  plugins::Capacity capacity =
-      plugins::detect_capacity(wants_gpus ? plugins::DetectGpus::yes : plugins::DetectGpus::no);
+/// Whether some step of the workflow asks for GPUs.
+bool wants_gpus(const core::Workflow& workflow) {
+  return std::any_of(workflow.steps.begin(), workflow.steps.end(),
+                     [](const core::Step& s) { return s.resources.gpus > 0; });
+}
+
+/// The machine's capacity, with what --cpus, --memory and --gpus say
+/// instead; GPUs are looked for when `gpus_wanted` (wants_gpus).
+core::Expected<plugins::Capacity> capacity_for(const ResourceOptions& options, bool gpus_wanted) {
+  plugins::Capacity capacity = plugins::detect_capacity(options.gpus.empty() && gpus_wanted ? plugins::DetectGpus::yes
+                                                                                            : plugins::DetectGpus::no);
   if (options.cpus > 0) {
     capacity.cpus = options.cpus;
   }
@@ -158,6 +165,23 @@ std::vector<core::NewStep> planned_steps(const core::Plan& plan) {
   return steps;
 }
 
+/// Who runs it, where and how, into `new_run`: what describe_run adds to
+/// the workflow's part (a replay has that from the store).
+void describe_runner(core::NewRun& new_run, const std::filesystem::path& workflow_directory, int argc, char** argv,
+                     std::int64_t started_ms) {
+  new_run.user = current_user();
+  new_run.host = plugins::host_name();
+  if (auto git = git_info(workflow_directory)) {
+    new_run.git_commit = git->commit;
+    new_run.git_branch = git->branch;
+    new_run.git_dirty = git->dirty;
+  }
+  new_run.kiln_version = KILN_VERSION;
+  new_run.command_line = command_line(argc, argv);
+  new_run.runner = {new_run.host, static_cast<std::int64_t>(getpid()), plugins::self_start_ticks()};
+  new_run.started_ms = started_ms;
+}
+
 /// What the store records about a run as it starts, but its steps (made
 /// from the plan, in create_run). Takes the workflow's content rather than
 /// copying it: nothing later needs it.
@@ -175,18 +199,8 @@ core::NewRun describe_run(core::Workflow& workflow, int argc, char** argv, std::
     case core::ParamType::string: new_run.params[p.name] = p.value; break;
     }
   }
-  new_run.user = current_user();
-  new_run.host = plugins::host_name();
-  if (auto git = git_info(workflow.directory)) {
-    new_run.git_commit = git->commit;
-    new_run.git_branch = git->branch;
-    new_run.git_dirty = git->dirty;
-  }
-  new_run.kiln_version = KILN_VERSION;
-  new_run.command_line = command_line(argc, argv);
-  new_run.runner = {new_run.host, static_cast<std::int64_t>(getpid()), plugins::self_start_ticks()};
-  new_run.started_ms = started_ms;
   new_run.tags = workflow.tags;
+  describe_runner(new_run, workflow.directory, argc, argv, started_ms);
   return new_run;
 }
 
@@ -378,7 +392,7 @@ std::optional<std::pair<core::Plan, plugins::Capacity>> plan_run(const core::Tra
                                                                  const core::Workflow& workflow,
                                                                  const core::RunRecord& run,
                                                                  const ResourceOptions& resources) {
-  auto capacity = capacity_for(resources, workflow);
+  auto capacity = capacity_for(resources, wants_gpus(workflow));
   if (!capacity) {
     std::fprintf(stderr, "kiln: error: %s\n", capacity.error().c_str());
     return std::nullopt;
@@ -466,6 +480,204 @@ void prepare_session(core::TrackerStore& store, const core::Plan& plan, const st
 int execute_session(core::TrackerStore& store, core::Executor& executor, const core::Plan& plan,
                     const core::RunRecord& run, const Session& session, Prepared& prepared);
 
+/// Whether `kiln run` with these options may replay a run, or leave one to
+/// replay: the whole workflow, nothing forced, read from its file.
+bool replay_applies(const RunOptions& options) {
+  return options.only.empty() && options.from.empty() && !options.force_all && options.force.empty() &&
+         !options.workflow.content;
+}
+
+/// SHA-256 of all a run's plan and decisions are made from but the files
+/// its steps read and write: this kiln (version and executable), the
+/// workflow file (path and content), the current directory, -p, the
+/// executor, the capacity, the store, and the environment variables the
+/// plan read. Each field is length-prefixed, so no two differ in one text.
+std::string replay_digest(const RunOptions& options, const std::string& file, const std::string& content_hash,
+                          const plugins::Capacity& capacity, const std::string& store_dir,
+                          const std::vector<std::string>& env_names) {
+  std::string text;
+  auto field = [&](std::string_view tag, std::string_view value) {
+    text.append(tag).append(" ").append(std::to_string(value.size())).append(":").append(value).append("\n");
+  };
+  field("format", "kiln replay 1");
+  field("version", KILN_VERSION);
+  struct stat self {};
+  if (::stat("/proc/self/exe", &self) == 0) {
+    field("exe", std::to_string(self.st_size) + " " + std::to_string(self.st_mtim.tv_sec) + "." +
+                     std::to_string(self.st_mtim.tv_nsec) + " " + std::to_string(self.st_ino));
+  }
+  field("file", file);
+  field("content", content_hash);
+  std::error_code ignored;
+  field("cwd", std::filesystem::current_path(ignored).string());
+  for (const std::string& param : options.workflow.params) {
+    field("param", param);
+  }
+  field("executor", options.executor);
+  field("cpus", std::to_string(capacity.cpus));
+  field("memory", std::to_string(capacity.memory));
+  for (const std::string& gpu : capacity.gpus) {
+    field("gpu", gpu);
+  }
+  field("store", store_dir);
+  for (const std::string& name : env_names) {
+    const char* value = std::getenv(name.c_str());
+    field(value != nullptr ? "env" : "unset", value != nullptr ? name + "=" + value : name);
+  }
+  return core::sha256_hex(text);
+}
+
+/// What a replay takes from the workflow for the run's record (ReplayBasis::header).
+std::string replay_header(const core::NewRun& new_run, const core::Workflow& workflow) {
+  nlohmann::json tags = nlohmann::json::array();
+  for (const auto& [key, value] : workflow.tags) {
+    tags.push_back({key, value});
+  }
+  return nlohmann::json{{"name", new_run.workflow_name},
+                        {"params", new_run.params.is_null() ? nlohmann::json::object() : new_run.params},
+                        {"tags", std::move(tags)},
+                        {"directory", workflow.directory},
+                        {"tracking", {{"uri", workflow.tracking.uri}, {"experiment", workflow.tracking.experiment}}}}
+      .dump();
+}
+
+/// `kiln run` as a replay of the file's last wholly cached run, when nothing
+/// it rests on has changed (see man kiln-run, REPLAY): its exit status, or
+/// nothing when it does not apply and the run goes the usual way. Nothing
+/// here parses the workflow: its bytes are hashed, the files its basis lists
+/// are stated on two threads while the run is written, and the run is
+/// committed only if every stamp is unchanged.
+std::optional<int> replay(const GlobalOptions& global, const RunOptions& options, const core::KeyValues& tags, int argc,
+                          char** argv) {
+  const core::SystemClock clock;
+  const std::int64_t started_ms = clock.wall_ms();
+  // Only a store that exists: a first run creates it once the file is valid.
+  std::error_code missing;
+  if (!std::filesystem::exists(store_directory(global.store) / "kiln.db", missing)) {
+    return std::nullopt;
+  }
+  std::string content;
+  {
+    std::error_code size_error;
+    const std::uintmax_t size = std::filesystem::file_size(options.workflow.file, size_error);
+    std::ifstream in(options.workflow.file, std::ios::binary);
+    if (size_error || !in) {
+      return std::nullopt;
+    }
+    // A large workflow's replay allocates as its run would (load_workflow).
+    if (size >= k_huge_heap_from) {
+      use_huge_pages();
+    }
+    content.resize(size);
+    if (!in.read(content.data(), static_cast<std::streamsize>(size)) || in.peek() != std::char_traits<char>::eof()) {
+      return std::nullopt; // changing as it is read: the usual way says what it is
+    }
+  }
+  const std::string file = std::filesystem::absolute(options.workflow.file).lexically_normal().string();
+  auto store = core::TrackerStore::open(store_directory(global.store));
+  if (!store) {
+    return std::nullopt;
+  }
+  auto basis = (*store)->replay_basis(file);
+  if (!basis || !*basis) {
+    return std::nullopt;
+  }
+  auto capacity = capacity_for(options.resources, (*basis)->wants_gpus);
+  if (!capacity) {
+    return std::nullopt;
+  }
+  const std::string content_hash = core::sha256_hex(content);
+  if (replay_digest(options, file, content_hash, *capacity, (*store)->directory().string(), (*basis)->env_names) !=
+      (*basis)->digest) {
+    return std::nullopt;
+  }
+  auto files = core::decode_stamps((*basis)->files);
+  const nlohmann::json header = nlohmann::json::parse((*basis)->header, nullptr, false);
+  if (!files || header.is_discarded() || !header.is_object()) {
+    return std::nullopt;
+  }
+  const std::vector<core::FileStamp> stamps = std::move(files->stamps);
+  // The second thread states from the first file on; the main thread, once
+  // the rows are written, from the last back, until they meet.
+  core::StatPrefetch prefetch(std::move(files->paths));
+  auto unchanged = [&] {
+    const auto same = [](const core::FileStatus& status, const core::FileStamp& stamp) {
+      return status.error == 0 && status.type == core::FileType::regular && status.stamp == stamp;
+    };
+    std::size_t left = stamps.size();
+    for (; left > 0 && prefetch.status(left - 1) == nullptr; --left) {
+      if (!same(core::stat_path(prefetch.path(left - 1)), stamps[left - 1])) {
+        return false;
+      }
+    }
+    for (std::size_t i = 0; i < left; ++i) {
+      if (!same(*prefetch.status(i), stamps[i])) {
+        return false;
+      }
+    }
+    return true;
+  };
+
+  core::NewRun new_run;
+  try {
+    new_run.workflow_name = header.at("name").get<std::string>();
+    new_run.params = header.at("params");
+    for (const auto& tag : header.at("tags")) {
+      new_run.tags.emplace_back(tag.at(0).get<std::string>(), tag.at(1).get<std::string>());
+    }
+    describe_runner(new_run, header.at("directory").get<std::string>(), argc, argv, started_ms);
+  } catch (const nlohmann::json::exception&) {
+    return std::nullopt;
+  }
+  new_run.workflow_file = file;
+  new_run.workflow_hash = content_hash;
+  new_run.workflow_content = std::move(content);
+  new_run.tags.insert(new_run.tags.end(), tags.begin(), tags.end());
+  const std::int64_t from_run = (*basis)->run;
+  auto run = (*store)->replay_run(new_run, from_run, clock.wall_ms(), unchanged);
+  if (!run) {
+    std::fprintf(stderr, "kiln: warning: no replay of run %lld: %s\n", static_cast<long long>(from_run),
+                 run.error().c_str());
+    return std::nullopt;
+  }
+  if (!*run) {
+    return std::nullopt;
+  }
+  core::TrackingConfig tracking;
+  tracking.uri = header.at("tracking").value("uri", "");
+  tracking.experiment = header.at("tracking").value("experiment", "");
+  const std::optional<PushTarget> push_target = run_push_target(tracking, new_run.workflow_name);
+  const core::RunRecord& record = **run;
+  if (push_target) {
+    if (std::string warning = record_pending_push(**store, record.number, *push_target); !warning.empty()) {
+      std::fprintf(stderr, "kiln: warning: the run will not be pushed: %s\n", warning.c_str());
+    }
+  }
+  const int steps = record.steps.cached;
+  std::printf("kiln: run %lld of %s (%s): %d steps, all cached: nothing they rest on has changed since run %lld\n",
+              static_cast<long long>(record.number), new_run.workflow_name.c_str(), record.id.c_str(), steps,
+              static_cast<long long>(from_run));
+  if (auto finished = (*store)->finish_run(record.number, core::RunStatus::succeeded, k_exit_ok, clock.wall_ms());
+      !finished) {
+    std::fprintf(stderr, "kiln: error: not recorded: %s\n", finished.error().c_str());
+    std::printf("kiln: run %lld succeeded, but the store could not record all of it (see the errors above)\n",
+                static_cast<long long>(record.number));
+    return k_exit_internal;
+  }
+  const Terminal terminal = detect_terminal(STDOUT_FILENO);
+  std::printf("kiln: run %lld %s in %s (%d cached)\n", static_cast<long long>(record.number),
+              paint("succeeded", Style::green, terminal.color).c_str(),
+              format_duration_ms(clock.wall_ms() - started_ms).c_str(), steps);
+  std::printf("kiln: recorded in %s; see: kiln runs show %lld\n", (*store)->database_file().c_str(),
+              static_cast<long long>(record.number));
+  if (push_target && !options.no_push) {
+    std::fflush(stdout);
+    auto_push(**store, record.number, *push_target);
+  }
+  store->reset();
+  return k_exit_ok;
+}
+
 } // namespace
 
 int run_command(const GlobalOptions& global, const RunOptions& options, int argc, char** argv) {
@@ -482,6 +694,12 @@ int run_command(const GlobalOptions& global, const RunOptions& options, int argc
       return k_exit_usage;
     }
     tags.emplace_back(key, tag.substr(eq + 1));
+  }
+  if (replay_applies(options) && !options.no_replay) {
+    if (std::optional<int> status = replay(global, options, tags, argc, argv)) {
+      exit_leaving_heap(*status);
+      return *status;
+    }
   }
   auto workflow = load_workflow(options.workflow);
   if (!workflow) {
@@ -512,7 +730,7 @@ int run_command(const GlobalOptions& global, const RunOptions& options, int argc
   }
   // The plan is checked (templates, resources) where it is made, inside the
   // run's transaction: a problem there records nothing.
-  const auto capacity = capacity_for(options.resources, *workflow);
+  const auto capacity = capacity_for(options.resources, wants_gpus(*workflow));
   if (!capacity) {
     std::fprintf(stderr, "kiln: error: %s\n", capacity.error().c_str());
     return k_exit_usage;
@@ -530,7 +748,10 @@ int run_command(const GlobalOptions& global, const RunOptions& options, int argc
   }
 
   Session session = make_session(*capacity, options, *workflow);
+  const bool gpus_wanted = wants_gpus(*workflow);
   core::NewRun new_run = describe_run(*workflow, argc, argv, session.started_ms);
+  // Kept for the replay basis this run may leave (the workflow is not).
+  const std::string header = replay_applies(options) ? replay_header(new_run, *workflow) : std::string();
   new_run.tags.insert(new_run.tags.end(), tags.begin(), tags.end());
   // Which steps run and which are forced: settled in the run's transaction,
   // before steps are decided ahead.
@@ -615,6 +836,31 @@ int run_command(const GlobalOptions& global, const RunOptions& options, int argc
     return plan_error.empty() ? k_exit_internal : k_exit_usage;
   }
   const int status = execute_session(**store, *executor, *plan, *run, session, prepared);
+  if (replay_applies(options)) {
+    // A run that succeeded with every step cached before any started can
+    // be replayed by the next one; any other leaves nothing to replay.
+    std::optional<core::StampedFiles> files;
+    if (status == k_exit_ok) {
+      files = prepared.decider->replay_files();
+    }
+    core::Expected<void> saved;
+    if (files) {
+      core::ReplayBasis basis{new_run.workflow_file,
+                              run->number,
+                              replay_digest(options, new_run.workflow_file, new_run.workflow_hash, *capacity,
+                                            (*store)->directory().string(), plan->env_read),
+                              plan->env_read,
+                              gpus_wanted,
+                              header,
+                              core::encode_stamps(*files)};
+      saved = (*store)->save_replay(basis);
+    } else {
+      saved = (*store)->forget_replay(new_run.workflow_file);
+    }
+    if (!saved) {
+      std::fprintf(stderr, "kiln: warning: the next run cannot be a replay: %s\n", saved.error().c_str());
+    }
+  }
   // The executor and the store are closed; the rest is left to the OS.
   executor.reset();
   store->reset();

@@ -12,9 +12,60 @@
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
+#include <cstring>
 #include <system_error>
 
 namespace kiln::core {
+
+namespace {
+
+constexpr std::string_view k_stamps_format = "kiln-stamps-1\n";
+
+} // namespace
+
+std::string encode_stamps(const StampedFiles& files) {
+  std::string out(k_stamps_format);
+  for (std::size_t i = 0; i < files.paths.size(); ++i) {
+    const std::string& path = files.paths[i];
+    const FileStamp& stamp = files.stamps[i];
+    const auto size = static_cast<std::uint32_t>(path.size());
+    const std::int64_t fields[] = {stamp.size, stamp.mtime_ns, stamp.ctime_ns, stamp.inode, stamp.device};
+    out.append(reinterpret_cast<const char*>(&size), sizeof size);
+    out += path;
+    out.append(reinterpret_cast<const char*>(fields), sizeof fields);
+  }
+  return out;
+}
+
+Expected<StampedFiles> decode_stamps(std::string_view bytes) {
+  if (!bytes.starts_with(k_stamps_format)) {
+    return Error{"not a list of file stamps"};
+  }
+  bytes.remove_prefix(k_stamps_format.size());
+  StampedFiles files;
+  // Sized for paths of 24 bytes or more: a 10,000-step basis is decoded on
+  // the replay's critical path.
+  const std::size_t room = bytes.size() / (sizeof(std::uint32_t) + 5 * sizeof(std::int64_t) + 24) + 1;
+  files.paths.reserve(room);
+  files.stamps.reserve(room);
+  while (!bytes.empty()) {
+    std::uint32_t size = 0;
+    std::int64_t fields[5];
+    if (bytes.size() < sizeof size) {
+      return Error{"a list of file stamps cut short"};
+    }
+    std::memcpy(&size, bytes.data(), sizeof size);
+    bytes.remove_prefix(sizeof size);
+    if (bytes.size() < size + sizeof fields) {
+      return Error{"a list of file stamps cut short"};
+    }
+    files.paths.emplace_back(bytes.substr(0, size));
+    std::memcpy(fields, bytes.data() + size, sizeof fields);
+    bytes.remove_prefix(size + sizeof fields);
+    files.stamps.push_back(FileStamp{fields[0], fields[1], fields[2], fields[3], fields[4]});
+  }
+  return files;
+}
 
 namespace {
 

@@ -45,6 +45,19 @@ struct FileStamp {
   bool operator==(const FileStamp&) const = default;
 };
 
+/// Files and their stamps as bytes, and back (a replay basis keeps them in
+/// the store): a format tag, then per file its path's length, the path and
+/// the five stamp fields, integers in the machine's byte order (the bytes
+/// never leave the store of the machine that wrote them).
+struct StampedFiles {
+  std::vector<std::string> paths;
+  /// One per path.
+  std::vector<FileStamp> stamps;
+};
+std::string encode_stamps(const StampedFiles& files);
+/// An error for bytes encode_stamps did not write.
+Expected<StampedFiles> decode_stamps(std::string_view bytes);
+
 /// A file's content hash and the stamp it had when the content was read.
 struct MemoEntry {
   FileStamp stamp;

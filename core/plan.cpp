@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <set>
 #include <unordered_map>
 
 namespace kiln::core {
@@ -219,7 +220,13 @@ Expected<Plan> make_plan(const Workflow& workflow, const PlanContext& context) {
   tc.workflow = &workflow;
   tc.run_id = context.run_id;
   tc.run_number = context.run_number;
-  tc.env = [&](std::string_view name) { return lookup(context.process_env, name); };
+  // Every name a template looks up, wherever it is found: a replay of this
+  // plan is valid while their values in the runner's environment are.
+  std::set<std::string, std::less<>> env_read;
+  tc.env = [&](std::string_view name) {
+    env_read.emplace(name);
+    return lookup(context.process_env, name);
+  };
   for (const auto& [name, value] : workflow.env) {
     auto rendered = render_template(value, tc);
     if (!rendered) {
@@ -267,7 +274,10 @@ Expected<Plan> make_plan(const Workflow& workflow, const PlanContext& context) {
     // workflow's variables.
     std::vector<std::string> step_env;
     step_env.push_back("KILN_STEP_ID=" + step.id);
-    tc.env = [&](std::string_view name) { return lookup(plan.base_env, name); };
+    tc.env = [&](std::string_view name) {
+      env_read.emplace(name);
+      return lookup(plan.base_env, name);
+    };
     for (const auto& [name, value] : step.env) {
       auto rendered = render_template(value, tc);
       if (!rendered) {
@@ -278,6 +288,7 @@ Expected<Plan> make_plan(const Workflow& workflow, const PlanContext& context) {
     }
     // Commands see the step's whole environment.
     tc.env = [&](std::string_view name) -> std::optional<std::string> {
+      env_read.emplace(name);
       if (auto v = lookup(step_env, name)) {
         return v;
       }
@@ -390,6 +401,7 @@ Expected<Plan> make_plan(const Workflow& workflow, const PlanContext& context) {
       }
     }
   }
+  plan.env_read.assign(env_read.begin(), env_read.end());
   return plan;
 }
 

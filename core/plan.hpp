@@ -79,6 +79,9 @@ struct Plan {
   /// Where a step that needs others finds their results (KILN_NEEDS_JSON:
   /// <needs_dir>/<step>.needs.json); "" = not provided.
   std::string needs_dir;
+  /// The environment variables templates looked up while planning (found
+  /// or not), sorted: what of the runner's environment the plan depends on.
+  std::vector<std::string> env_read;
 };
 
 struct PlanContext {

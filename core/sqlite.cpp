@@ -66,6 +66,15 @@ void StatementRef::bind(int index, std::nullptr_t) {
   }
 }
 
+void StatementRef::bind(int index, Blob value) {
+  // A zero-length blob with a null pointer would bind NULL.
+  const char* data = value.bytes.data() != nullptr ? value.bytes.data() : "";
+  int code = sqlite3_bind_blob64(m_statement, index, data, value.bytes.size(), SQLITE_TRANSIENT);
+  if (code != SQLITE_OK && m_bind_error == 0) {
+    m_bind_error = code;
+  }
+}
+
 Expected<bool> StatementRef::step() {
   if (m_bind_error != 0) {
     Error error = error_here(m_bind_error);
@@ -124,6 +133,15 @@ std::string StatementRef::column_text(int column) const {
   }
   int size = sqlite3_column_bytes(m_statement, column);
   return std::string(reinterpret_cast<const char*>(text), static_cast<std::size_t>(size));
+}
+
+std::string StatementRef::column_blob(int column) const {
+  const void* bytes = sqlite3_column_blob(m_statement, column);
+  if (bytes == nullptr) {
+    return {};
+  }
+  int size = sqlite3_column_bytes(m_statement, column);
+  return std::string(static_cast<const char*>(bytes), static_cast<std::size_t>(size));
 }
 
 std::optional<std::int64_t> StatementRef::column_optional_int64(int column) const {

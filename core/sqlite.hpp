@@ -25,6 +25,11 @@ namespace kiln::core::sqlite {
 /// A non-owning view of a prepared statement. Binds are 1-based, columns
 /// 0-based, as in SQLite. A bind error (a programming mistake: a bad index)
 /// is remembered and reported by the next step().
+/// Bytes bound as a BLOB rather than TEXT.
+struct Blob {
+  std::string_view bytes;
+};
+
 class StatementRef {
 public:
   void bind(int index, std::int64_t value);
@@ -35,6 +40,7 @@ public:
   void bind(int index, const std::string& value) { bind(index, std::string_view(value)); }
   void bind(int index, const char* value) { bind(index, std::string_view(value)); }
   void bind(int index, std::nullptr_t);
+  void bind(int index, Blob value);
   template <typename T>
   void bind(int index, const std::optional<T>& value) {
     if (value) {
@@ -80,6 +86,8 @@ public:
   /// "" for NULL.
   std::string column_text(int column) const;
   std::optional<std::int64_t> column_optional_int64(int column) const;
+  /// A BLOB's (or text's) bytes; "" for NULL.
+  std::string column_blob(int column) const;
 
   std::string_view sql() const;
 

@@ -595,6 +595,40 @@ void StepDecider::prefetch_stats() {
   }
 }
 
+std::optional<StampedFiles> StepDecider::replay_files() const {
+  StampedFiles files;
+  auto add = [&](const std::string& path) {
+    const MemoEntry* entry = m_memo.find(path);
+    if (entry == nullptr) {
+      return false;
+    }
+    files.paths.push_back(path);
+    files.stamps.push_back(entry->stamp);
+    return true;
+  };
+  for (int step : m_plan.order) {
+    const PlannedStep& planned = m_plan.steps[step];
+    if (!m_ahead[step] || m_ahead[step]->action != StartDecision::Action::cached) {
+      return std::nullopt;
+    }
+    // A plain input's memo entry is the stamp decide_ahead found it with (a
+    // hit is an equal stamp outside the racy window); a directory has none,
+    // and a glob's matches can change without any stamp listed changing.
+    const std::string workdir = normal_workdir(planned.workdir);
+    for (const std::string& pattern : planned.inputs) {
+      if (pattern.empty() || is_glob(pattern) || !add(path_in(workdir, pattern))) {
+        return std::nullopt;
+      }
+    }
+    for (const StepOutput& output : planned.outputs) {
+      if (!add(path_in(workdir, output.path))) {
+        return std::nullopt;
+      }
+    }
+  }
+  return files;
+}
+
 std::vector<std::optional<CacheDecision>> StepDecider::decide_ahead(const std::vector<char>& selected,
                                                                     std::int64_t now_ms) {
   std::vector<std::optional<CacheDecision>> decided(m_plan.steps.size());

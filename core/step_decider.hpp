@@ -104,6 +104,11 @@ public:
   /// them (loading the memo, computing keys). decide_ahead uses what is
   /// taken by then, stats the rest itself, and stops the thread.
   void prefetch_stats();
+  /// After decide_ahead: when it decided every step cached, each from plain
+  /// input files (no glob, no directory) and outputs the hash memo vouched
+  /// for, those files with the stamps vouched for, in plan order: what a
+  /// replay of this run rests on (ReplayBasis). Otherwise nothing.
+  std::optional<StampedFiles> replay_files() const;
 
   StartDecision prepare(int step, bool failure_upstream, const std::function<StepStatus(int)>& status) override;
   std::string verify(int step, int attempt) override;

@@ -310,6 +310,24 @@ CREATE TABLE file_hashes (
 -- one scan of the table.
 DROP INDEX IF EXISTS artifacts_by_blob;
 )sql"},
+    {7, R"sql(
+-- What a no-op rerun of a workflow file may replay (see ReplayBasis): its
+-- last run whose every step was found cached before any started, and what
+-- that rested on. One per file; gone with the run.
+CREATE TABLE replays (
+  workflow_file TEXT PRIMARY KEY,
+  run INTEGER NOT NULL REFERENCES runs (number) ON DELETE CASCADE,
+  -- SHA-256 of what the plan was made from (see replay_digest).
+  digest TEXT NOT NULL,
+  -- The environment variables the plan read, one per line.
+  env_names TEXT NOT NULL,
+  wants_gpus INTEGER NOT NULL,
+  -- The run's description from the workflow (JSON).
+  header TEXT NOT NULL,
+  -- The files its decisions rested on and their stamps (encode_stamps).
+  files BLOB NOT NULL
+) WITHOUT ROWID;
+)sql"},
 };
 
 constexpr int k_schema_version = k_migrations[std::size(k_migrations) - 1].version;
@@ -699,7 +717,7 @@ Error TrackerStore::no_run(std::int64_t number) const {
   return Error{"no run " + std::to_string(number) + " in " + database_file().string()};
 }
 
-Expected<RunRecord> TrackerStore::create_run(const NewRun& new_run, const StepsOfRun& steps_of) {
+Expected<std::pair<std::int64_t, std::string>> TrackerStore::insert_run(const NewRun& new_run) {
   std::string id;
   std::string source_hash;
   try {
@@ -707,19 +725,6 @@ Expected<RunRecord> TrackerStore::create_run(const NewRun& new_run, const StepsO
     source_hash = sha256_hex(new_run.workflow_content);
   } catch (const std::exception& error) {
     return Error{error.what()};
-  }
-
-  // Every row written here references the run written first, its workflow
-  // source, or (a cached step's copies) blobs its source's rows reference
-  // already, which gc keeps: the references hold by construction, and
-  // checking them was a lookup per copied artifact (~10 ms at 10,000).
-  Expected<sqlite::ForeignKeysOff> foreign_keys = m_database.foreign_keys_off();
-  if (!foreign_keys) {
-    return Error{foreign_keys.error()};
-  }
-  Expected<Transaction> transaction = m_database.begin(TransactionKind::immediate);
-  if (!transaction) {
-    return Error{transaction.error()};
   }
   {
     Expected<CachedStatement> insert =
@@ -750,7 +755,78 @@ Expected<RunRecord> TrackerStore::create_run(const NewRun& new_run, const StepsO
       return Error{done.error()};
     }
   }
-  std::int64_t number = m_database.last_insert_rowid();
+  return std::pair{m_database.last_insert_rowid(), std::move(id)};
+}
+
+Expected<void> TrackerStore::insert_run_params_and_tags(std::int64_t number, const NewRun& new_run) {
+  {
+    Expected<CachedStatement> insert =
+        m_database.cached("INSERT INTO params (run, step, key, value) VALUES (?1, '', ?2, ?3)");
+    if (!insert) {
+      return Error{insert.error()};
+    }
+    if (new_run.params.is_object()) {
+      for (const auto& [key, value] : new_run.params.items()) {
+        insert->bind_all(number, key, param_text(value));
+        if (Expected<void> done = insert->run(); !done) {
+          return Error{"param '" + key + "': " + done.error()};
+        }
+      }
+    }
+  }
+  KeyValues tags = {{"kiln.user", new_run.user}, {"kiln.host", new_run.host}};
+  if (!new_run.git_commit.empty()) {
+    tags.emplace_back("kiln.git.commit", new_run.git_commit);
+    tags.emplace_back("kiln.git.branch", new_run.git_branch);
+    tags.emplace_back("kiln.git.dirty", new_run.git_dirty ? "true" : "false");
+  }
+  tags.emplace_back("kiln.workflow.file", new_run.workflow_file);
+  tags.emplace_back("kiln.workflow.hash", new_run.workflow_hash);
+  tags.emplace_back("kiln.version", new_run.kiln_version);
+  tags.emplace_back("kiln.command", new_run.command_line);
+  tags.insert(tags.end(), new_run.tags.begin(), new_run.tags.end());
+  return upsert_tags(m_database, number, "", tags);
+}
+
+RunRecord TrackerStore::created_run(std::int64_t number, std::string id, const NewRun& new_run) {
+  RunRecord run;
+  run.number = number;
+  run.id = std::move(id);
+  run.workflow_name = new_run.workflow_name;
+  run.workflow_file = new_run.workflow_file;
+  run.workflow_hash = new_run.workflow_hash;
+  run.params = new_run.params.is_null() ? nlohmann::json::object() : new_run.params;
+  run.status = RunStatus::running;
+  run.started_ms = new_run.started_ms;
+  run.user = new_run.user;
+  run.host = new_run.host;
+  run.git_commit = new_run.git_commit;
+  run.git_branch = new_run.git_branch;
+  run.git_dirty = new_run.git_dirty;
+  run.kiln_version = new_run.kiln_version;
+  run.command_line = new_run.command_line;
+  run.runner = new_run.runner;
+  return run;
+}
+
+Expected<RunRecord> TrackerStore::create_run(const NewRun& new_run, const StepsOfRun& steps_of) {
+  // Every row written here references the run written first, its workflow
+  // source, or (a cached step's copies) blobs its source's rows reference
+  // already, which gc keeps: the references hold by construction, and
+  // checking them was a lookup per copied artifact (~10 ms at 10,000).
+  Expected<sqlite::ForeignKeysOff> foreign_keys = m_database.foreign_keys_off();
+  if (!foreign_keys) {
+    return Error{foreign_keys.error()};
+  }
+  Expected<Transaction> transaction = m_database.begin(TransactionKind::immediate);
+  if (!transaction) {
+    return Error{transaction.error()};
+  }
+  Expected<std::pair<std::int64_t, std::string>> inserted = insert_run(new_run);
+  if (!inserted) {
+    return Error{inserted.error()};
+  }
+  auto& [number, id] = *inserted;
   std::vector<NewStep> made;
   if (steps_of) {
     auto steps = steps_of(number, id);
@@ -794,58 +870,13 @@ Expected<RunRecord> TrackerStore::create_run(const NewRun& new_run, const StepsO
       }
     }
   }
-  {
-    Expected<CachedStatement> insert =
-        m_database.cached("INSERT INTO params (run, step, key, value) VALUES (?1, '', ?2, ?3)");
-    if (!insert) {
-      return Error{insert.error()};
-    }
-    if (new_run.params.is_object()) {
-      for (const auto& [key, value] : new_run.params.items()) {
-        insert->bind_all(number, key, param_text(value));
-        if (Expected<void> done = insert->run(); !done) {
-          return Error{"param '" + key + "': " + done.error()};
-        }
-      }
-    }
-  }
-  {
-    KeyValues tags = {{"kiln.user", new_run.user}, {"kiln.host", new_run.host}};
-    if (!new_run.git_commit.empty()) {
-      tags.emplace_back("kiln.git.commit", new_run.git_commit);
-      tags.emplace_back("kiln.git.branch", new_run.git_branch);
-      tags.emplace_back("kiln.git.dirty", new_run.git_dirty ? "true" : "false");
-    }
-    tags.emplace_back("kiln.workflow.file", new_run.workflow_file);
-    tags.emplace_back("kiln.workflow.hash", new_run.workflow_hash);
-    tags.emplace_back("kiln.version", new_run.kiln_version);
-    tags.emplace_back("kiln.command", new_run.command_line);
-    tags.insert(tags.end(), new_run.tags.begin(), new_run.tags.end());
-    if (Expected<void> done = upsert_tags(m_database, number, "", tags); !done) {
-      return Error{done.error()};
-    }
+  if (Expected<void> done = insert_run_params_and_tags(number, new_run); !done) {
+    return Error{done.error()};
   }
   if (Expected<void> committed = transaction->commit(); !committed) {
     return Error{committed.error()};
   }
-
-  RunRecord run;
-  run.number = number;
-  run.id = std::move(id);
-  run.workflow_name = new_run.workflow_name;
-  run.workflow_file = new_run.workflow_file;
-  run.workflow_hash = new_run.workflow_hash;
-  run.params = new_run.params.is_null() ? nlohmann::json::object() : new_run.params;
-  run.status = RunStatus::running;
-  run.started_ms = new_run.started_ms;
-  run.user = new_run.user;
-  run.host = new_run.host;
-  run.git_commit = new_run.git_commit;
-  run.git_branch = new_run.git_branch;
-  run.git_dirty = new_run.git_dirty;
-  run.kiln_version = new_run.kiln_version;
-  run.command_line = new_run.command_line;
-  run.runner = new_run.runner;
+  RunRecord run = created_run(number, std::move(id), new_run);
   run.steps.pending = static_cast<int>(steps.size());
   return run;
 }

@@ -111,6 +111,28 @@ struct NewRun {
   KeyValues tags;
 };
 
+/// What a no-op rerun of a workflow file may replay instead of planning and
+/// deciding: the file's last run whose every step was found cached before
+/// any started, and what those decisions rested on. kiln run keeps one per
+/// file (see man kiln-run, REPLAY); it goes with its run.
+struct ReplayBasis {
+  /// Absolute, as NewRun::workflow_file.
+  std::string workflow_file;
+  /// The run replayed: every step cached.
+  std::int64_t run = 0;
+  /// SHA-256 of everything its plan was made from but the files below.
+  std::string digest;
+  /// The environment variables the plan read (part of the digest).
+  std::vector<std::string> env_names;
+  /// Whether capacity detection looked for GPUs.
+  bool wants_gpus = false;
+  /// What the run's record takes from the workflow (JSON; kiln run's).
+  std::string header;
+  /// The input and output files its decisions rested on, with the stamps
+  /// the hash memo vouched for (encode_stamps).
+  std::string files;
+};
+
 /// Steps of a run by status.
 struct StepCounts {
   int pending = 0;
@@ -363,6 +385,20 @@ public:
   /// with its resolved command, and a failure records nothing. A step made
   /// with a cached decision is recorded as record_cache_decisions would.
   Expected<RunRecord> create_run(const NewRun& run, const StepsOfRun& steps_of = {});
+  /// Records `run` as a repeat of `from_run`, whose steps were all cached:
+  /// the same step rows, cached from the same sources, with what they copied
+  /// from them, ended at `at_ms`. Nothing (rolled back) unless, under the
+  /// write lock, a rerun would still decide the same: no step has succeeded
+  /// with a cache key since `from_run` (a newer source), every source run is
+  /// still there, and `unchanged()` (called last, in the transaction) says
+  /// the files are as they were. The run is left running (finish_run).
+  Expected<std::optional<RunRecord>> replay_run(const NewRun& run, std::int64_t from_run, std::int64_t at_ms,
+                                                const std::function<bool()>& unchanged);
+  /// The replay basis of a workflow file (absolute), if any.
+  Expected<std::optional<ReplayBasis>> replay_basis(std::string_view workflow_file);
+  /// Replaces the file's basis.
+  Expected<void> save_replay(const ReplayBasis& basis);
+  Expected<void> forget_replay(std::string_view workflow_file);
   struct StepCommand {
     std::string id;
     std::string command;
@@ -599,6 +635,13 @@ private:
   /// from their sources (then the batch is emptied).
   Expected<void> stage_cache_decisions(const std::vector<const CacheDecision*>& decisions);
   Expected<void> copy_cached_from_sources(std::int64_t run);
+  /// The parts of create_run and replay_run, inside their transaction: the
+  /// run's row (and its workflow source), returning its number and id; its
+  /// params and tags.
+  Expected<std::pair<std::int64_t, std::string>> insert_run(const NewRun& run);
+  Expected<void> insert_run_params_and_tags(std::int64_t number, const NewRun& run);
+  /// The record of a run just inserted.
+  static RunRecord created_run(std::int64_t number, std::string id, const NewRun& run);
   Expected<bool> load_step_counts(RunRecord& run);
   /// The rows of `table` (params or tags) for the run, ordered as params() says.
   Expected<std::vector<KeyValue>> key_values(std::int64_t run, std::string_view table);

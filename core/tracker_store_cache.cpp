@@ -126,6 +126,147 @@ Expected<void> TrackerStore::record_cache_decisions(std::int64_t run, const std:
   return transaction->commit();
 }
 
+Expected<std::optional<RunRecord>> TrackerStore::replay_run(const NewRun& new_run, std::int64_t from_run,
+                                                            std::int64_t at_ms,
+                                                            const std::function<bool()>& unchanged) {
+  // Rows copied from rows that were checked: see create_run.
+  Expected<sqlite::ForeignKeysOff> foreign_keys = m_database.foreign_keys_off();
+  if (!foreign_keys) {
+    return Error{foreign_keys.error()};
+  }
+  Expected<sqlite::Transaction> transaction = m_database.begin(TransactionKind::immediate);
+  if (!transaction) {
+    return Error{transaction.error()};
+  }
+  // What find_cache_hit would answer now is what it answered for from_run:
+  // no execution newer than from_run can be a source (it stops at the
+  // first; any succeeded keyed step of a later run, of any workflow, counts
+  // as one), and no source is gone. And from_run is whole: all cached.
+  bool still = false;
+  Expected<void> checked = m_database.each_row(
+      "SELECT (SELECT count(*) FROM runs WHERE number = ?1 AND status = 'succeeded') = 1 "
+      "AND NOT EXISTS (SELECT 1 FROM steps WHERE run > ?1 AND status = 'succeeded' AND cache_key <> '') "
+      "AND NOT EXISTS (SELECT 1 FROM steps AS s WHERE s.run = ?1 AND (s.status <> 'cached' OR s.cached_from IS NULL "
+      "OR s.cached_from NOT IN (SELECT number FROM runs)))",
+      [&](StatementRef& row) { still = row.column_int64(0) != 0; }, from_run);
+  if (!checked) {
+    return Error{checked.error()};
+  }
+  if (!still) {
+    return std::optional<RunRecord>();
+  }
+  Expected<std::pair<std::int64_t, std::string>> inserted = insert_run(new_run);
+  if (!inserted) {
+    return Error{inserted.error()};
+  }
+  auto& [number, id] = *inserted;
+  // ?1 = the new run, ?2 = from_run, ?3 = at_ms. The step rows, then what
+  // each copied from its source (as copy_cached_from_sources did for
+  // from_run, so the same), then the basis moves to the new run.
+  static constexpr std::string_view k_statements[] = {
+      "INSERT INTO steps (run, id, position, kind, command, needs_json, status, ended_ms, reason, workdir, cache_key, "
+      "cached_from) SELECT ?1, id, position, kind, command, needs_json, 'cached', ?3, reason, workdir, cache_key, "
+      "cached_from FROM steps WHERE run = ?2",
+      "INSERT INTO step_outputs (run, step, name, value) SELECT ?1, step, name, value FROM step_outputs WHERE run = ?2",
+      "INSERT INTO params (run, step, key, value) SELECT ?1, step, key, value FROM params WHERE run = ?2 AND step <> "
+      "''",
+      "INSERT INTO tags (run, step, key, value) SELECT ?1, step, key, value FROM tags WHERE run = ?2 AND step <> ''",
+      "INSERT INTO artifacts (run, step, path, sha256, size, kind, name, created_ms) "
+      "SELECT ?1, step, path, sha256, size, kind, name, created_ms FROM artifacts WHERE run = ?2 AND step <> ''",
+      "INSERT INTO metric_series (run, step, key, count, last_value, last_step, last_ms, min_value, max_value) "
+      "SELECT ?1, step, key, count, last_value, last_step, last_ms, min_value, max_value FROM metric_series "
+      "WHERE run = ?2 AND step <> ''",
+      "INSERT INTO metric_points (series, seq, step, value, timestamp_ms) "
+      "SELECT mine.id, p.seq, p.step, p.value, p.timestamp_ms FROM metric_series AS theirs "
+      "JOIN metric_series AS mine ON mine.run = ?1 AND mine.step = theirs.step AND mine.key = theirs.key "
+      "JOIN metric_points AS p ON p.series = theirs.id WHERE theirs.run = ?2 AND theirs.step <> ''",
+      "UPDATE replays SET run = ?1 WHERE run = ?2",
+  };
+  std::int64_t steps = 0;
+  for (std::string_view sql : k_statements) {
+    Expected<CachedStatement> statement = m_database.cached(sql);
+    if (!statement) {
+      return Error{statement.error()};
+    }
+    const bool step_rows = sql.starts_with("INSERT INTO steps");
+    if (step_rows) {
+      statement->bind_all(number, from_run, at_ms);
+    } else {
+      statement->bind_all(number, from_run);
+    }
+    if (Expected<void> done = statement->run(); !done) {
+      return Error{done.error()};
+    }
+    if (step_rows) {
+      steps = m_database.changes();
+    }
+  }
+  if (Expected<void> done = insert_run_params_and_tags(number, new_run); !done) {
+    return Error{done.error()};
+  }
+  if (!unchanged()) {
+    return std::optional<RunRecord>();
+  }
+  if (Expected<void> committed = transaction->commit(); !committed) {
+    return Error{committed.error()};
+  }
+  RunRecord run = created_run(number, std::move(id), new_run);
+  run.steps.cached = static_cast<int>(steps);
+  return std::optional<RunRecord>(std::move(run));
+}
+
+Expected<std::optional<ReplayBasis>> TrackerStore::replay_basis(std::string_view workflow_file) {
+  std::optional<ReplayBasis> basis;
+  Expected<void> done = m_database.each_row(
+      "SELECT run, digest, env_names, wants_gpus, header, files FROM replays WHERE workflow_file = ?1",
+      [&](StatementRef& row) {
+        ReplayBasis b;
+        b.workflow_file = std::string(workflow_file);
+        b.run = row.column_int64(0);
+        b.digest = row.column_text(1);
+        const std::string names = row.column_text(2);
+        for (std::size_t at = 0; at < names.size();) {
+          const std::size_t end = std::min(names.find('\n', at), names.size());
+          b.env_names.push_back(names.substr(at, end - at));
+          at = end + 1;
+        }
+        b.wants_gpus = row.column_int64(3) != 0;
+        b.header = row.column_text(4);
+        b.files = row.column_blob(5);
+        basis = std::move(b);
+      },
+      workflow_file);
+  if (!done) {
+    return Error{done.error()};
+  }
+  return basis;
+}
+
+Expected<void> TrackerStore::save_replay(const ReplayBasis& basis) {
+  std::string names;
+  for (const std::string& name : basis.env_names) {
+    names += (names.empty() ? "" : "\n") + name;
+  }
+  Expected<CachedStatement> insert =
+      m_database.cached("INSERT OR REPLACE INTO replays (workflow_file, run, digest, env_names, wants_gpus, header, "
+                        "files) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
+  if (!insert) {
+    return Error{insert.error()};
+  }
+  insert->bind_all(basis.workflow_file, basis.run, basis.digest, names, basis.wants_gpus, basis.header,
+                   sqlite::Blob{basis.files});
+  return insert->run();
+}
+
+Expected<void> TrackerStore::forget_replay(std::string_view workflow_file) {
+  Expected<CachedStatement> remove = m_database.cached("DELETE FROM replays WHERE workflow_file = ?1");
+  if (!remove) {
+    return Error{remove.error()};
+  }
+  remove->bind_all(workflow_file);
+  return remove->run();
+}
+
 Expected<std::optional<CacheHit>> TrackerStore::find_cache_hit(std::string_view key, std::int64_t except_run) {
   std::optional<CacheHit> hit;
   Expected<void> done = m_database.each_row(

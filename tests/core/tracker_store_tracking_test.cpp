@@ -134,9 +134,9 @@ TEST_SUITE("core::TrackerStore") {
       create(*store, make_run());
     }
     {
-      // Back to the version 1 schema: what migrations 2, 4 and 5 add, removed.
+      // Back to the version 1 schema: what migrations 2, 4, 5 and 7 add, removed.
       sqlite::Database database = ok(sqlite::Database::open(dir / "kiln.db"));
-      check(database.exec("DROP TABLE file_hashes; DROP TABLE step_outputs; DROP INDEX steps_by_cache_key; "
+      check(database.exec("DROP TABLE replays; DROP TABLE file_hashes; DROP TABLE step_outputs; DROP INDEX steps_by_cache_key; "
                           "ALTER TABLE steps DROP COLUMN cache_key; ALTER TABLE steps DROP COLUMN cache_json; "
                           "ALTER TABLE steps DROP COLUMN cached_from; DROP TABLE push_records; DROP TABLE remote_artifacts; DROP TABLE remote_runs; "
                           "DROP TABLE artifacts; DROP TABLE blobs; DROP TABLE metric_points; "
@@ -186,7 +186,7 @@ TEST_SUITE("core::TrackerStore") {
       // Back to version 1: what migrations 2 and 4 add, removed; then a run whose
       // params_json is not JSON at all.
       sqlite::Database database = ok(sqlite::Database::open(dir / "kiln.db"));
-      check(database.exec("DROP TABLE file_hashes; DROP TABLE step_outputs; DROP INDEX steps_by_cache_key; "
+      check(database.exec("DROP TABLE replays; DROP TABLE file_hashes; DROP TABLE step_outputs; DROP INDEX steps_by_cache_key; "
                           "ALTER TABLE steps DROP COLUMN cache_key; ALTER TABLE steps DROP COLUMN cache_json; "
                           "ALTER TABLE steps DROP COLUMN cached_from; DROP TABLE push_records; DROP TABLE remote_artifacts; DROP TABLE remote_runs; "
                           "DROP TABLE artifacts; DROP TABLE blobs; DROP TABLE metric_points; "
