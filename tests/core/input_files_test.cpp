@@ -627,4 +627,21 @@ TEST_SUITE("core::resolve_inputs") {
     CHECK(t.resolve({""}) == std::vector<InputFile>{{"", ".", "", "empty pattern"}});
   }
 
+  TEST_CASE("file stamps survive encoding, and bytes that are not an encoding are an error") {
+    StampedFiles files;
+    files.paths = {"/data/a.csv", "", "/very/long/" + std::string(300, 'x')};
+    files.stamps = {{1, 2, 3, 4, 5}, {0, 0, 0, 0, 0}, {-1, 1'700'000'000'123'456'789, 7, 1LL << 40, 9}};
+    const std::string bytes = encode_stamps(files);
+    Expected<StampedFiles> back = decode_stamps(bytes);
+    REQUIRE(back.ok());
+    CHECK(back->paths == files.paths);
+    CHECK(back->stamps == files.stamps);
+    CHECK(decode_stamps(encode_stamps({})).ok());
+    CHECK_FALSE(decode_stamps("").ok());
+    CHECK_FALSE(decode_stamps("something else").ok());
+    for (std::size_t cut : {bytes.size() - 1, bytes.size() - 41, bytes.size() - 300}) {
+      CHECK_FALSE(decode_stamps(std::string_view(bytes).substr(0, cut)).ok());
+    }
+  }
+
 } // TEST_SUITE
