@@ -574,7 +574,8 @@ std::optional<int> replay(const GlobalOptions& global, const RunOptions& options
     }
   }
   const std::string file = std::filesystem::absolute(options.workflow.file).lexically_normal().string();
-  auto store = core::TrackerStore::open(store_directory(global.store));
+  // open_store, as the usual way: a crashed run is recovered first.
+  auto store = open_store(global.store);
   if (!store) {
     return std::nullopt;
   }
@@ -619,7 +620,10 @@ std::optional<int> replay(const GlobalOptions& global, const RunOptions& options
   };
 
   core::NewRun new_run;
+  core::TrackingConfig tracking;
   try {
+    tracking.uri = header.at("tracking").value("uri", "");
+    tracking.experiment = header.at("tracking").value("experiment", "");
     new_run.workflow_name = header.at("name").get<std::string>();
     new_run.params = header.at("params");
     for (const auto& tag : header.at("tags")) {
@@ -643,9 +647,6 @@ std::optional<int> replay(const GlobalOptions& global, const RunOptions& options
   if (!*run) {
     return std::nullopt;
   }
-  core::TrackingConfig tracking;
-  tracking.uri = header.at("tracking").value("uri", "");
-  tracking.experiment = header.at("tracking").value("experiment", "");
   const std::optional<PushTarget> push_target = run_push_target(tracking, new_run.workflow_name);
   const core::RunRecord& record = **run;
   if (push_target) {
