@@ -94,7 +94,8 @@ def main():
                 if ("all cached: nothing they rest on has changed" in out) != replayed:
                     sys.exit(f"a no-op rerun was{'' if not replayed else ' not'} a replay:\n" + out[-2000:])
                 walls.append(wall)
-            return (f"median {statistics.median(walls) * 1000:.0f} ms (min {min(walls) * 1000:.0f}, "
+            return (f"median {statistics.median(walls) * 1000:.0f} ms (mean {statistics.mean(walls) * 1000:.0f}, "
+                    f"min {min(walls) * 1000:.0f}, "
                     f"max {max(walls) * 1000:.0f}, {args.repeat} runs: " + " ".join(f"{w * 1000:.0f}" for w in walls)
                     + ")")
         # Planned and decided step by step; each leaves the basis the

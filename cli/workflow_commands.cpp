@@ -552,10 +552,16 @@ std::optional<int> replay(const GlobalOptions& global, const RunOptions& options
   const core::SystemClock clock;
   const std::int64_t started_ms = clock.wall_ms();
   // Only a store that exists: a first run creates it once the file is valid.
+  const std::filesystem::path store_dir = store_directory(global.store);
   std::error_code missing;
-  if (!std::filesystem::exists(store_directory(global.store) / "kiln.db", missing)) {
+  if (!std::filesystem::exists(store_dir / "kiln.db", missing)) {
     return std::nullopt;
   }
+  // The last replay left its writes in the log (below): they are copied
+  // into kiln.db on a thread while this one reads, hashes and states, not
+  // on that run's way out. Its rows are written once the copy is done, so
+  // the log starts over instead of growing.
+  std::unique_ptr<core::sqlite::BackgroundCheckpoint> checkpoint = core::TrackerStore::checkpoint_log(store_dir);
   std::string content;
   {
     std::error_code size_error;
@@ -579,6 +585,8 @@ std::optional<int> replay(const GlobalOptions& global, const RunOptions& options
   if (!store) {
     return std::nullopt;
   }
+  // A replay's writes stay in the log for the next command to copy.
+  (*store)->defer_checkpoints();
   auto basis = (*store)->replay_basis(file);
   if (!basis || !*basis) {
     return std::nullopt;
@@ -598,21 +606,35 @@ std::optional<int> replay(const GlobalOptions& global, const RunOptions& options
     return std::nullopt;
   }
   const std::vector<core::FileStamp> stamps = std::move(files->stamps);
-  // The second thread states from the first file on; the main thread, once
-  // the rows are written, from the last back, until they meet.
+  // The second thread states from the first file on; the main thread, while
+  // the checkpoint runs and once the rows are written, from the last back,
+  // until they meet.
   core::StatPrefetch prefetch(std::move(files->paths));
-  auto unchanged = [&] {
-    const auto same = [](const core::FileStatus& status, const core::FileStamp& stamp) {
-      return status.error == 0 && status.type == core::FileType::regular && status.stamp == stamp;
-    };
-    std::size_t left = stamps.size();
-    for (; left > 0 && prefetch.status(left - 1) == nullptr; --left) {
-      if (!same(core::stat_path(prefetch.path(left - 1)), stamps[left - 1])) {
+  std::size_t left = stamps.size();
+  const auto same = [&](std::size_t i, const core::FileStatus& status) {
+    return status.error == 0 && status.type == core::FileType::regular && status.stamp == stamps[i];
+  };
+  // False at the first changed file; stops early when `enough` says so.
+  const auto state_from_back = [&](const auto& enough) {
+    for (; left > 0 && prefetch.status(left - 1) == nullptr && !enough(); --left) {
+      if (!same(left - 1, core::stat_path(prefetch.path(left - 1)))) {
         return false;
       }
     }
+    return true;
+  };
+  if (checkpoint) {
+    if (!state_from_back([&] { return checkpoint->done(); })) {
+      return std::nullopt;
+    }
+    (void)checkpoint->wait(); // what it could not copy stays in the log
+  }
+  auto unchanged = [&] {
+    if (!state_from_back([] { return false; })) {
+      return false;
+    }
     for (std::size_t i = 0; i < left; ++i) {
-      if (!same(*prefetch.status(i), stamps[i])) {
+      if (!same(i, *prefetch.status(i))) {
         return false;
       }
     }

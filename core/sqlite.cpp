@@ -381,6 +381,51 @@ ForeignKeysOff::~ForeignKeysOff() {
   }
 }
 
+void Database::defer_checkpoints() {
+  sqlite3_db_config(m_handle, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, nullptr);
+  sqlite3_wal_autocheckpoint(m_handle, 0);
+}
+
+BackgroundCheckpoint::BackgroundCheckpoint(std::filesystem::path file) : m_file(std::move(file)) {
+  m_thread = std::thread([this] {
+    Expected<Database> database = Database::open(m_file, OpenMode::read_write);
+    if (database) {
+      database->defer_checkpoints(); // this one, not another on close
+      database->set_busy_timeout(std::chrono::seconds(30));
+      // A read opens the log (and rebuilds its index if no other
+      // connection has it open); before that the connection does not know
+      // the database is in WAL mode and the checkpoint does nothing.
+      Expected<std::int64_t> read = database->query_int64("SELECT count(*) FROM sqlite_schema");
+      if (!read) {
+        m_error = read.error();
+      } else if (const int code =
+                     sqlite3_wal_checkpoint_v2(database->m_handle, "main", SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+                 code != SQLITE_OK) {
+        m_error = database->error_here(code, "cannot checkpoint the log").message;
+      }
+    } else {
+      m_error = database.error();
+    }
+    m_done.store(true, std::memory_order_release);
+  });
+}
+
+BackgroundCheckpoint::~BackgroundCheckpoint() {
+  if (m_thread.joinable()) {
+    m_thread.join();
+  }
+}
+
+Expected<void> BackgroundCheckpoint::wait() {
+  if (m_thread.joinable()) {
+    m_thread.join();
+  }
+  if (!m_error.empty()) {
+    return Error{m_error};
+  }
+  return {};
+}
+
 std::int64_t Database::changes() const {
   return sqlite3_changes64(m_handle);
 }

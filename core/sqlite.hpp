@@ -9,12 +9,14 @@
 
 #include "core/expected.hpp"
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <unordered_map>
 
 struct sqlite3;
@@ -244,6 +246,12 @@ public:
   Expected<Transaction> begin(TransactionKind kind);
   /// Foreign key checks off while the result lives (see ForeignKeysOff).
   Expected<ForeignKeysOff> foreign_keys_off();
+  /// In WAL mode, this connection leaves what it writes in the log: it
+  /// does not copy the log into the database file after a commit
+  /// (auto-checkpoint) or as it closes, which costs a sync of each file.
+  /// The next connection to close does it, or a BackgroundCheckpoint.
+  /// Committed writes are as safe in the log as in the file.
+  void defer_checkpoints();
 
   /// Rows changed by the last INSERT/UPDATE/DELETE.
   std::int64_t changes() const;
@@ -252,6 +260,7 @@ public:
 
 private:
   friend class Transaction;
+  friend class BackgroundCheckpoint;
   Database(sqlite3* handle, std::filesystem::path file);
   Error error_here(int code, std::string_view what) const;
   void close();
@@ -260,6 +269,31 @@ private:
   std::filesystem::path m_file;
   // Node-based, so a statement's address is stable while the map grows.
   std::unordered_map<std::string, Statement> m_cache;
+};
+
+/// A checkpoint of a WAL database on its own thread and connection: what
+/// the log holds is copied into the database file while the caller does
+/// other work. PASSIVE: it waits for no lock and copies what no reader
+/// still needs; a writer that begins once it is done starts the log over
+/// rather than growing it.
+class BackgroundCheckpoint {
+public:
+  explicit BackgroundCheckpoint(std::filesystem::path file);
+  /// Waits for the thread.
+  ~BackgroundCheckpoint();
+  BackgroundCheckpoint(const BackgroundCheckpoint&) = delete;
+  BackgroundCheckpoint& operator=(const BackgroundCheckpoint&) = delete;
+
+  bool done() const { return m_done.load(std::memory_order_acquire); }
+  /// Waits for it; its error, if it failed. A failed checkpoint loses
+  /// nothing: the log keeps what it did not copy.
+  Expected<void> wait();
+
+private:
+  std::filesystem::path m_file;
+  std::string m_error;
+  std::atomic<bool> m_done{false};
+  std::thread m_thread;
 };
 
 } // namespace kiln::core::sqlite

@@ -613,6 +613,17 @@ std::filesystem::path TrackerStore::discover(const std::filesystem::path& cwd) {
   return start / ".kiln";
 }
 
+std::unique_ptr<sqlite::BackgroundCheckpoint> TrackerStore::checkpoint_log(const std::filesystem::path& dir) {
+  // SQLite deletes the log when the last connection closes after copying
+  // it; an empty one has nothing to copy either.
+  std::error_code error;
+  const std::uintmax_t size = std::filesystem::file_size(dir / "kiln.db-wal", error);
+  if (error || size == 0) {
+    return nullptr;
+  }
+  return std::make_unique<sqlite::BackgroundCheckpoint>(dir / "kiln.db");
+}
+
 Expected<std::unique_ptr<TrackerStore>> TrackerStore::open(const std::filesystem::path& dir) {
   std::error_code error;
   std::filesystem::create_directories(dir, error);

@@ -375,6 +375,14 @@ public:
   const std::filesystem::path& directory() const { return m_directory; }
   std::filesystem::path database_file() const { return m_directory / "kiln.db"; }
 
+  /// This connection leaves what it writes in the write-ahead log for a
+  /// later one to copy into kiln.db (sqlite::Database::defer_checkpoints).
+  void defer_checkpoints() { m_database.defer_checkpoints(); }
+  /// A checkpoint of the store in `dir` started on its own thread, when
+  /// its write-ahead log holds writes (left there by defer_checkpoints);
+  /// null when there is nothing to copy.
+  static std::unique_ptr<sqlite::BackgroundCheckpoint> checkpoint_log(const std::filesystem::path& dir);
+
   /// Makes a run's steps once its number and id are known: commands and
   /// workdirs may name the run.
   using StepsOfRun = std::function<Expected<std::vector<NewStep>>(std::int64_t number, const std::string& id)>;

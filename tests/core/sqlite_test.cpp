@@ -1,4 +1,5 @@
 #include "core/sqlite.hpp"
+#include "tests/support.hpp"
 
 #include <doctest/doctest.h>
 
@@ -122,6 +123,63 @@ TEST_SUITE("core::sqlite") {
     REQUIRE(row.ok());
     REQUIRE(*row);
     CHECK(again->column_int64(0) == 1);
+  }
+
+  TEST_CASE("a deferring connection leaves its writes in the log; a background checkpoint copies them into the file") {
+    kiln::test::TempDir dir;
+    const std::filesystem::path file = dir.path() / "d.db";
+    const std::filesystem::path log = dir.path() / "d.db-wal";
+    // Rows of t in the database file alone: a copy of it, without its log.
+    const auto rows_in_file = [&] {
+      const std::filesystem::path copy = dir.path() / "copy.db";
+      std::filesystem::remove(dir.path() / "copy.db-wal");
+      std::filesystem::copy_file(file, copy, std::filesystem::copy_options::overwrite_existing);
+      Expected<Database> alone = Database::open(copy);
+      REQUIRE(alone.ok());
+      return alone->query_int64("SELECT count(*) FROM t").value();
+    };
+    {
+      Expected<Database> database = Database::open(file);
+      REQUIRE(database.ok());
+      REQUIRE(database->enable_wal(std::chrono::seconds(5)).value() == "wal");
+      REQUIRE(
+          database->exec("CREATE TABLE t (k INTEGER PRIMARY KEY, s TEXT); INSERT INTO t (s) VALUES ('first')").ok());
+    }
+    // A connection that does not defer copies the log as it closes.
+    CHECK_FALSE(std::filesystem::exists(log));
+    CHECK(rows_in_file() == 1);
+    {
+      Expected<Database> database = Database::open(file);
+      REQUIRE(database.ok());
+      database->defer_checkpoints();
+      // More than the 1,000 pages after which a commit would copy the log.
+      REQUIRE(database
+                  ->exec("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 5000) "
+                         "INSERT INTO t (s) SELECT printf('%.1000c', 'x') FROM n")
+                  .ok());
+    }
+    REQUIRE(std::filesystem::exists(log));
+    CHECK(std::filesystem::file_size(log) > 4096 * 1000);
+    CHECK(rows_in_file() == 1);
+    {
+      // Readers see the rows in the log (and, deferring, leave it).
+      Expected<Database> reader = Database::open(file, OpenMode::read_only);
+      REQUIRE(reader.ok());
+      reader->defer_checkpoints();
+      CHECK(reader->query_int64("SELECT count(*) FROM t").value() == 5001);
+    }
+    BackgroundCheckpoint checkpoint(file);
+    CHECK(checkpoint.wait().ok());
+    CHECK(checkpoint.done());
+    CHECK(rows_in_file() == 5001);
+  }
+
+  TEST_CASE("a background checkpoint of a database that is not there fails, naming it") {
+    kiln::test::TempDir dir;
+    BackgroundCheckpoint checkpoint(dir.path() / "missing.db");
+    Expected<void> done = checkpoint.wait();
+    REQUIRE_FALSE(done.ok());
+    CHECK(done.error().find("missing.db") != std::string::npos);
   }
 
 } // TEST_SUITE
