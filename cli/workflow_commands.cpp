@@ -33,6 +33,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <future>
 #include <iostream>
 #include <iterator>
 #include <map>
@@ -165,13 +166,23 @@ std::vector<core::NewStep> planned_steps(const core::Plan& plan) {
   return steps;
 }
 
+/// The git state of the workflow's repository, asked on a thread as soon as
+/// `kiln run` starts: `git status` takes tens of milliseconds in a large
+/// repository, spent while the workflow is read and checked instead of
+/// after.
+using GitLater = std::shared_future<std::optional<GitInfo>>;
+GitLater git_of_workflow(const std::string& workflow_file) {
+  std::error_code error;
+  const std::filesystem::path file = std::filesystem::absolute(workflow_file, error).lexically_normal();
+  return std::async(std::launch::async, git_info, file.parent_path()).share();
+}
+
 /// Who runs it, where and how, into `new_run`: what describe_run adds to
 /// the workflow's part (a replay has that from the store).
-void describe_runner(core::NewRun& new_run, const std::filesystem::path& workflow_directory, int argc, char** argv,
-                     std::int64_t started_ms) {
+void describe_runner(core::NewRun& new_run, const GitLater& git_later, int argc, char** argv, std::int64_t started_ms) {
   new_run.user = current_user();
   new_run.host = plugins::host_name();
-  if (auto git = git_info(workflow_directory)) {
+  if (const std::optional<GitInfo>& git = git_later.get()) {
     new_run.git_commit = git->commit;
     new_run.git_branch = git->branch;
     new_run.git_dirty = git->dirty;
@@ -185,7 +196,8 @@ void describe_runner(core::NewRun& new_run, const std::filesystem::path& workflo
 /// What the store records about a run as it starts, but its steps (made
 /// from the plan, in create_run). Takes the workflow's content rather than
 /// copying it: nothing later needs it.
-core::NewRun describe_run(core::Workflow& workflow, int argc, char** argv, std::int64_t started_ms) {
+core::NewRun describe_run(core::Workflow& workflow, const GitLater& git, int argc, char** argv,
+                          std::int64_t started_ms) {
   core::NewRun new_run;
   new_run.workflow_name = workflow.name;
   new_run.workflow_file = std::filesystem::absolute(workflow.file).lexically_normal().string();
@@ -200,7 +212,7 @@ core::NewRun describe_run(core::Workflow& workflow, int argc, char** argv, std::
     }
   }
   new_run.tags = workflow.tags;
-  describe_runner(new_run, workflow.directory, argc, argv, started_ms);
+  describe_runner(new_run, git, argc, argv, started_ms);
   return new_run;
 }
 
@@ -536,7 +548,6 @@ std::string replay_header(const core::NewRun& new_run, const core::Workflow& wor
   return nlohmann::json{{"name", new_run.workflow_name},
                         {"params", new_run.params.is_null() ? nlohmann::json::object() : new_run.params},
                         {"tags", std::move(tags)},
-                        {"directory", workflow.directory},
                         {"tracking", {{"uri", workflow.tracking.uri}, {"experiment", workflow.tracking.experiment}}}}
       .dump();
 }
@@ -547,8 +558,8 @@ std::string replay_header(const core::NewRun& new_run, const core::Workflow& wor
 /// here parses the workflow: its bytes are hashed, the files its basis lists
 /// are stated on two threads while the run is written, and the run is
 /// committed only if every stamp is unchanged.
-std::optional<int> replay(const GlobalOptions& global, const RunOptions& options, const core::KeyValues& tags, int argc,
-                          char** argv) {
+std::optional<int> replay(const GlobalOptions& global, const RunOptions& options, const core::KeyValues& tags,
+                          const GitLater& git, int argc, char** argv) {
   const core::SystemClock clock;
   const std::int64_t started_ms = clock.wall_ms();
   // Only a store that exists: a first run creates it once the file is valid.
@@ -651,7 +662,7 @@ std::optional<int> replay(const GlobalOptions& global, const RunOptions& options
     for (const auto& tag : header.at("tags")) {
       new_run.tags.emplace_back(tag.at(0).get<std::string>(), tag.at(1).get<std::string>());
     }
-    describe_runner(new_run, header.at("directory").get<std::string>(), argc, argv, started_ms);
+    describe_runner(new_run, git, argc, argv, started_ms);
   } catch (const nlohmann::json::exception&) {
     return std::nullopt;
   }
@@ -718,8 +729,9 @@ int run_command(const GlobalOptions& global, const RunOptions& options, int argc
     }
     tags.emplace_back(key, tag.substr(eq + 1));
   }
+  const GitLater git = git_of_workflow(options.workflow.file);
   if (replay_applies(options) && !options.no_replay) {
-    if (std::optional<int> status = replay(global, options, tags, argc, argv)) {
+    if (std::optional<int> status = replay(global, options, tags, git, argc, argv)) {
       exit_leaving_heap(*status);
       return *status;
     }
@@ -772,7 +784,7 @@ int run_command(const GlobalOptions& global, const RunOptions& options, int argc
 
   Session session = make_session(*capacity, options, *workflow);
   const bool gpus_wanted = wants_gpus(*workflow);
-  core::NewRun new_run = describe_run(*workflow, argc, argv, session.started_ms);
+  core::NewRun new_run = describe_run(*workflow, git, argc, argv, session.started_ms);
   // Kept for the replay basis this run may leave (the workflow is not).
   const std::string header = replay_applies(options) ? replay_header(new_run, *workflow) : std::string();
   new_run.tags.insert(new_run.tags.end(), tags.begin(), tags.end());

@@ -88,6 +88,19 @@ for _ in 1 2 3 4; do expect_replay; done
 [ "$(log_size)" -lt $((first * 2)) ] || fail "the log grew from $first to $(log_size) bytes over four replays"
 [ "$(sql "SELECT count(*) FROM runs WHERE status = 'succeeded'")" = "$(last)" ] || fail "a replayed run is missing"
 
+# A run records the git state of the workflow's repository (asked on a
+# thread while the replay is checked, or the workflow parsed).
+git init -q .
+git add wf.yaml
+git -c user.name=kiln -c user.email=kiln@example.com commit -qm workflow
+head=$(git rev-parse HEAD)
+expect_replay
+[ "$(sql "SELECT git_commit, git_dirty FROM runs WHERE number = $(last)")" = "$head|0" ] ||
+  fail "the replayed run did not record commit $head"
+expect_no_replay --no-replay
+[ "$(sql "SELECT git_commit, git_dirty FROM runs WHERE number = $(last)")" = "$head|0" ] ||
+  fail "the decided run did not record commit $head"
+
 # Each thing a replay rests on, changed, makes kiln plan and decide again.
 expect_no_replay --no-replay
 settle
