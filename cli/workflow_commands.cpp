@@ -553,7 +553,7 @@ std::string replay_header(const core::NewRun& new_run, const core::Workflow& wor
 }
 
 /// `kiln run` as a replay of the file's last wholly cached run, when nothing
-/// it rests on has changed (see man kiln-run, REPLAY): its exit status, or
+/// it rests on has changed (see kiln(1), kiln run): its exit status, or
 /// nothing when it does not apply and the run goes the usual way. Nothing
 /// here parses the workflow: its bytes are hashed, the files its basis lists
 /// are stated on two threads while the run is written, and the run is

@@ -114,7 +114,7 @@ struct NewRun {
 /// What a no-op rerun of a workflow file may replay instead of planning and
 /// deciding: the file's last run whose every step was found cached before
 /// any started, and what those decisions rested on. kiln run keeps one per
-/// file (see man kiln-run, REPLAY); it goes with its run.
+/// file (see kiln(1), kiln run); it goes with its run.
 struct ReplayBasis {
   /// Absolute, as NewRun::workflow_file.
   std::string workflow_file;

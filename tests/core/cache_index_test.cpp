@@ -6,6 +6,7 @@
 #include "core/run_status.hpp"
 #include "core/step_decider.hpp"
 #include "core/tracker_store.hpp"
+#include "tests/core/cache_fixtures.hpp"
 #include "tests/support.hpp"
 
 #include <doctest/doctest.h>
@@ -16,6 +17,8 @@
 #include <vector>
 
 using kiln::test::check;
+using kiln::test::executed;
+using kiln::test::start_run;
 using kiln::test::TempDir;
 
 using namespace kiln::core;
@@ -24,35 +27,8 @@ namespace {
 
 constexpr std::int64_t k_later = std::numeric_limits<std::int64_t>::max();
 
-std::int64_t start_run(TrackerStore& store, const std::string& workflow, const std::vector<std::string>& ids) {
-  NewRun run;
-  run.workflow_name = workflow;
-  run.workflow_file = "/flows/" + workflow + ".yaml";
-  run.workflow_hash = "h1";
-  run.workflow_content = "name: " + workflow + "\n";
-  run.host = "box";
-  run.command_line = "kiln run";
-  run.runner = RunnerIdentity{"box", 100, 1};
-  run.started_ms = 1000;
-  for (const std::string& id : ids) {
-    run.steps.push_back({id, "task", "echo " + id, {}, "/flows"});
-  }
-  Expected<RunRecord> created = store.create_run(run);
-  REQUIRE_MESSAGE(created.ok(), (created.ok() ? "" : created.error()));
-  return created->number;
-}
-
-/// The step ran and succeeded with `key`.
-void executed(TrackerStore& store, std::int64_t run, const std::string& step, const std::string& key) {
-  check(store.record_cache_decisions(run, {CacheDecision{step, StepCache{key, "{}", std::nullopt}, ""}}));
-  check(store.begin_attempt(run, step, 1, AttemptStart{1, "local", "pid:1", 1000, "", ""}));
-  StepEnd end{StepStatus::succeeded, ""};
-  check(store.end_attempt(run, step, 1, AttemptEnd{0, 0, false, 1010, ""}, &end));
-}
-
 /// The step was found cached: `key` stands for its execution in `from`.
-void cached(TrackerStore& store, std::int64_t run, const std::string& step, const std::string& key,
-            std::int64_t from) {
+void cached(TrackerStore& store, std::int64_t run, const std::string& step, const std::string& key, std::int64_t from) {
   check(store.record_cache_decisions(run, {CacheDecision{step, StepCache{key, "", from}, step}}));
   check(store.set_step_statuses(run, {{step, StepStatus::cached, 1010, "unchanged"}}));
 }
@@ -127,10 +103,10 @@ TEST_CASE("latest_keys: the previous run's keyed steps, with the run each execut
 
     const std::int64_t third = start_run(s, "nightly", {"prep", "train", "report"});
     CacheIndex index(s, "nightly", third);
-    CHECK(found(index, "prep", "kp", third) == first);     // through second's cached step
-    CHECK(found(index, "train", "kt2", third) == second);  // second ran it
-    CHECK(found(index, "train", "kt", third) == first);    // an older key: the key index
-    CHECK(found(index, "report", "kr", third) == first);   // second's failure is no source
+    CHECK(found(index, "prep", "kp", third) == first);    // through second's cached step
+    CHECK(found(index, "train", "kt2", third) == second); // second ran it
+    CHECK(found(index, "train", "kt", third) == first);   // an older key: the key index
+    CHECK(found(index, "report", "kr", third) == first);  // second's failure is no source
     CHECK(found(index, "report", "kr2", third) == 0);
     CHECK(found(index, "prep", "nope", third) == 0);
     // A run is never its own source.

@@ -5,6 +5,7 @@
 
 #include "core/run_status.hpp"
 #include "core/tracker_store.hpp"
+#include "tests/core/cache_fixtures.hpp"
 #include "tests/support.hpp"
 
 #include <doctest/doctest.h>
@@ -14,41 +15,15 @@
 #include <vector>
 
 using kiln::test::check;
+using kiln::test::executed;
+using kiln::test::flow_run;
 using kiln::test::ok;
+using kiln::test::start_run;
 using kiln::test::TempDir;
 
 using namespace kiln::core;
 
 namespace {
-
-NewRun new_run(const std::string& workflow, const std::vector<std::string>& ids) {
-  NewRun run;
-  run.workflow_name = workflow;
-  run.workflow_file = "/flows/" + workflow + ".yaml";
-  run.workflow_hash = "h1";
-  run.workflow_content = "name: " + workflow + "\n";
-  run.params = {{"lr", 0.1}};
-  run.host = "box";
-  run.command_line = "kiln run";
-  run.runner = RunnerIdentity{"box", 100, 1};
-  run.started_ms = 1000;
-  for (const std::string& id : ids) {
-    run.steps.push_back({id, "task", "echo " + id, {}, "/flows"});
-  }
-  return run;
-}
-
-std::int64_t start_run(TrackerStore& store, const std::string& workflow, const std::vector<std::string>& ids) {
-  return ok(store.create_run(new_run(workflow, ids))).number;
-}
-
-/// The step ran and succeeded with `key`.
-void executed(TrackerStore& store, std::int64_t run, const std::string& step, const std::string& key) {
-  check(store.record_cache_decisions(run, {CacheDecision{step, StepCache{key, "{}", std::nullopt}, ""}}));
-  check(store.begin_attempt(run, step, 1, AttemptStart{1, "local", "pid:1", 1000, "", ""}));
-  StepEnd end{StepStatus::succeeded, ""};
-  check(store.end_attempt(run, step, 1, AttemptEnd{0, 0, false, 1010, ""}, &end));
-}
 
 /// Every step of `run` found cached from `from`, and the run succeeded.
 std::int64_t all_cached(TrackerStore& store, const std::vector<std::string>& ids, std::int64_t from) {
@@ -85,7 +60,8 @@ TEST_CASE("replay_run records a repeat of a wholly cached run, and nothing once 
   check(store.finish_run(source, RunStatus::succeeded, 0, 1100));
   const std::int64_t basis = all_cached(store, ids, source);
 
-  NewRun again = new_run("train", {});
+  NewRun again = flow_run("train", {});
+  again.params = {{"lr", 0.1}};
   again.tags = {{"purpose", "nightly"}};
   int asked = 0;
   const auto unchanged = [&asked] {
